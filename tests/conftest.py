@@ -14,6 +14,7 @@ import pytest
 import yaml
 from pulumi.runtime import config as runtime_config
 from pulumi.runtime import settings as runtime_settings
+from pulumi.runtime.mocks import MockMonitor
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -93,11 +94,65 @@ class RecordingMocks(pulumi.runtime.Mocks):
 
 
 @dataclass
+class Registration:
+    """The engine-side view of one registration: its type, parent and dependencies, by resource name."""
+
+    typ: str
+    parent: str | None
+    """Name of the parent resource, or None for a child of the stack."""
+    dependencies: set[str]
+    """Names of the resources it depends on (explicit depends_on and input dependencies)."""
+
+
+def _name_of_urn(urn: str) -> str:
+    return urn.rsplit("::", 1)[-1]
+
+
+def _is_stack(urn: str) -> bool:
+    return urn.split("::")[2].split("$")[-1] == "pulumi:pulumi:Stack"
+
+
+class RecordingMonitor(MockMonitor):
+    """MockMonitor that also records each registration's parent and dependencies, which Mocks never see."""
+
+    def __init__(self, mocks: RecordingMocks) -> None:
+        super().__init__(mocks)
+        self.registrations: dict[str, Registration] = {}
+
+    def RegisterResource(self, request: Any) -> Any:  # noqa: N802 - the gRPC method name
+        dependencies = set(request.dependencies)
+        for property_dependencies in request.propertyDependencies.values():
+            dependencies.update(property_dependencies.urns)
+        self.registrations[request.name] = Registration(
+            typ=request.type,
+            parent=_name_of_urn(request.parent) if request.parent and not _is_stack(request.parent) else None,
+            dependencies={_name_of_urn(urn) for urn in dependencies},
+        )
+        return super().RegisterResource(request)
+
+
+@dataclass
 class ProgramRun:
     """What one run of the program registered and exported."""
 
     mocks: RecordingMocks
+    monitor: RecordingMonitor
     outputs: dict[str, Any]
+
+    def depends_on(self, name: str, other: str) -> bool:
+        """Tell whether resource `name` depends on `other`, directly or through its parents' dependencies."""
+        seen: set[str] = set()
+        pending = [name]
+        while pending:
+            current = pending.pop()
+            if current in seen or current not in self.monitor.registrations:
+                continue
+            seen.add(current)
+            registration = self.monitor.registrations[current]
+            if other in registration.dependencies:
+                return True
+            pending.extend(registration.dependencies)
+        return False
 
 
 def stack_config(stack: str = "dev") -> dict[str, Any]:
@@ -133,7 +188,8 @@ def run_program(
     for key, value in values.items():
         config[f"calico:{key}"] = _encode(value)
 
-    pulumi.runtime.set_mocks(mocks, project="calico", stack="dev", preview=preview)
+    monitor = RecordingMonitor(mocks)
+    pulumi.runtime.set_mocks(mocks, project="calico", stack="dev", preview=preview, monitor=monitor)
     runtime_config.set_all_config(config, [f"calico:{key}" for key in secret_keys])
     exported: dict[str, Any] = {}
     original_export = pulumi.export
@@ -160,7 +216,7 @@ def run_program(
         collect()
     finally:
         pulumi.export = original_export  # type: ignore[assignment]
-    return ProgramRun(mocks, resolved)
+    return ProgramRun(mocks, monitor, resolved)
 
 
 @pytest.fixture

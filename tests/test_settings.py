@@ -162,11 +162,6 @@ def test_unpinned_version_with_local_manifest(tmp_path: Path) -> None:
     assert settings.manifest.is_url is False
 
 
-def test_calicoctl_checksum_needed_for_v3_21_0() -> None:
-    problems = problems_of({"version": "v3.21.0"})
-    assert any("calico:calicoctlSha256" in p and "v3.21.0" in p for p in problems), problems
-
-
 def test_pinned_url_needs_no_sha() -> None:
     url = "https://raw.githubusercontent.com/projectcalico/calico/v3.24.0/manifests/calico.yaml"
     settings = parse({"version": "v3.24.0", "manifest": url})
