@@ -82,9 +82,9 @@ class RecordingMocks(pulumi.runtime.Mocks):
             return {"result": documents}, []
         raise NotImplementedError(f"no mock answer for invoke {args.token}")
 
-    def named(self, name: str) -> pulumi.runtime.MockResourceArgs:
-        """Return the registered resource called `name`; fail naming the ones that exist."""
-        found = [resource for resource in self.resources if resource.name == name]
+    def named(self, name: str, typ: str | None = None) -> pulumi.runtime.MockResourceArgs:
+        """Return the registered resource called `name` (of type `typ`); fail naming the ones that exist."""
+        found = [r for r in self.resources if r.name == name and (typ is None or r.typ == typ)]
         assert found, f"no resource named {name!r}; registered: {sorted(r.name for r in self.resources)}"
         return found[0]
 

@@ -62,7 +62,7 @@ def small_manifest(tmp_path: Path) -> Path:
 
 
 def env_of(run: ProgramRun) -> dict[str, Any]:
-    daemonset = run.mocks.named("kube-system/calico-node")
+    daemonset = run.mocks.named("kube-system/calico-node", "kubernetes:apps/v1:DaemonSet")
     containers = daemonset.inputs["spec"]["template"]["spec"]["containers"]
     node = next(c for c in containers if c["name"] == "calico-node")
     return {entry["name"]: entry.get("value") for entry in node["env"]}
@@ -122,7 +122,8 @@ def test_mtu_change_rolls_calico_node_and_pingtest(program_runner: Runner, tmp_p
     after = program_runner(base | {"mtu": 1400})
 
     def annotation(run: ProgramRun, name: str) -> str:
-        return run.mocks.named(name).inputs["spec"]["template"]["metadata"]["annotations"][SETTINGS_HASH_ANNOTATION]
+        typ = "kubernetes:apps/v1:DaemonSet" if name.startswith("kube-system/") else "kubernetes:apps/v1:Deployment"
+        return run.mocks.named(name, typ).inputs["spec"]["template"]["metadata"]["annotations"][SETTINGS_HASH_ANNOTATION]
 
     for name in ("kube-system/calico-node", "pingtest-deployment"):
         assert annotation(before, name) != annotation(after, name), f"{name}'s pod template does not change"
