@@ -2,7 +2,8 @@
 
     python -m components.render --stack dev [--manifest FILE] [--output FILE]
 
-Reads Pulumi.yaml's defaults and Pulumi.<stack>.yaml, validates them with the program's own rules,
+Reads Pulumi.yaml's defaults and Pulumi.<stack>.yaml (from the current directory when it holds a
+Pulumi.yaml, else from this checkout), validates them with the program's own rules,
 transforms the manifest with the program's own code, and writes multi-document YAML: the Calico
 objects, then the pingtest. Exit status: 0 on success, 2 on bad configuration (including a manifest
 that fails its checks), 1 on a failed download.
@@ -92,9 +93,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--output", help="file to write (default: standard output)")
     arguments = parser.parse_args(argv)
+    # Like the Pulumi CLI, work on the project in the current directory when there is one.
+    project_dir = Path.cwd() if (Path.cwd() / "Pulumi.yaml").is_file() else PROJECT_DIR
 
     try:
-        settings = load_stack_settings(arguments.stack, arguments.manifest)
+        settings = load_stack_settings(arguments.stack, arguments.manifest, project_dir)
         objects, notes = render(settings)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
