@@ -474,9 +474,9 @@ def _check_autodetection(problems: _Collector, method: str) -> None:
                  fix)
 
 
-def _check_calicoctl(
-    problems: _Collector, version: str | None, url: str | None, sha256: Any
-) -> dict[str, str]:
+def _check_calicoctl(problems: _Collector, url: str | None, sha256: Any) -> dict[str, str]:
+    # Whether a checksum exists for each node's architecture is only known once the nodes report
+    # their architecture, so the node preflight checks that, not this function.
     checksums: dict[str, str] = {}
     if not isinstance(sha256, Mapping):
         problems.add("calicoctlSha256", sha256, "must be an object {<arch>: <sha256>}.",
@@ -506,20 +506,6 @@ def _check_calicoctl(
                 problems.add("calicoctlUrl", url,
                              "may contain only the {version} and {arch} placeholders and no spaces, quotes or shell characters.",
                              _set_command("calicoctlUrl", "https://mirror.example/calicoctl/{version}/calicoctl-linux-{arch}"))
-    if version and version not in versions.CALICOCTL_SHA256 and not checksums:
-        if url or not versions.release_publishes_sha256sums(version):
-            reason = (
-                "calicoctl comes from calico:calicoctlUrl"
-                if url
-                else "the release predates upstream's SHA256SUMS asset"
-            )
-            problems.add(
-                "calicoctlSha256",
-                {},
-                f"is needed: the project pins no calicoctl checksum for {version} and {reason}, "
-                "so the binary could not be verified.",
-                "pulumi config set --path calico:calicoctlSha256.<arch> <sha256> for every node architecture",
-            )
     return checksums
 
 
@@ -679,7 +665,7 @@ def parse_settings(
         install_dir = None
 
     calicoctl_url = _as_str(problems, "calicoctlUrl", get("calicoctlUrl") or "")
-    calicoctl_sha256 = _check_calicoctl(problems, version, calicoctl_url, get("calicoctlSha256") or {})
+    calicoctl_sha256 = _check_calicoctl(problems, calicoctl_url, get("calicoctlSha256") or {})
     pingtest = _parse_pingtest(problems, get("pingtest"))
 
     if problems.problems:
