@@ -9,7 +9,7 @@ from pulumi.runtime import config as runtime_config
 
 from components.manifest import ManifestDownloadError, load_checked_manifest
 from components.network import CalicoNetwork, CalicoNetworkArgs
-from components.pingtest import PINGTEST_NAME, PingTest, PingTestArgs
+from components.pingtest import PingTest, PingTestArgs
 from components.settings import KEY_PREFIX, ConfigError, Settings, parse_settings
 from components.stackconfig import apply_defaults, load_schema
 from components.transform import TransformParams, settings_hash
@@ -97,7 +97,7 @@ def run() -> None:
             "pingtest",
             PingTestArgs(pingtest=settings.pingtest, settings_hash=settings_hash(params), calico=calico.resources),
         )
-        pingtest_name = pingtest.deployment.metadata.apply(lambda metadata: metadata.name if metadata else PINGTEST_NAME)
+        pingtest_name = pingtest.deployment.metadata.name
 
     pulumi.export(OUTPUT_VERSION, settings.version)
     pulumi.export(OUTPUT_POD_CIDR, str(settings.pod_cidr))

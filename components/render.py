@@ -39,7 +39,9 @@ def _version_of_file(path: str) -> str:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError([f"--manifest {path!r}: cannot be read ({error}). Fix: pass an existing calico.yaml."]) from error
+        raise ConfigError(
+            [f"--manifest {path!r}: cannot be read ({error}). Fix: pass an existing calico.yaml."]
+        ) from error
     try:
         tag = node_image_tag(parse_manifest(text, path))
     except ManifestError as error:
@@ -65,9 +67,7 @@ def load_stack_settings(stack: str, manifest: str | None, project_dir: Path = PR
         values["manifest"] = manifest
         values["version"] = _version_of_file(manifest)
         values.pop("manifestSha256", None)
-    return parse_settings(
-        apply_defaults(schema, values), declared_keys=schema, secret_keys=stack_values.secret_keys
-    )
+    return parse_settings(apply_defaults(schema, values), declared_keys=schema, secret_keys=stack_values.secret_keys)
 
 
 def render(settings: Settings) -> tuple[list[dict[str, Any]], list[str]]:
@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stack", required=True, help="stack name: reads Pulumi.<stack>.yaml")
     parser.add_argument(
         "--manifest",
-        help="local calico.yaml to use in place of calico:manifest; calico:version is taken from its calico-node image tag",
+        help="local calico.yaml to use in place of calico:manifest; "
+        "calico:version is taken from its calico-node image tag",
     )
     parser.add_argument("--output", help="file to write (default: standard output)")
     arguments = parser.parse_args(argv)

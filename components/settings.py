@@ -317,7 +317,10 @@ def _parse_manifest_source(
 
 
 def _parse_nodes(problems: _Collector, raw_nodes: Any, ssh_user: str | None) -> tuple[Node, ...]:
-    example = "pulumi config set --path 'calico:nodes[0].name' node-1 && pulumi config set --path 'calico:nodes[0].host' 192.0.2.11"
+    example = (
+        "pulumi config set --path 'calico:nodes[0].name' node-1 && "
+        "pulumi config set --path 'calico:nodes[0].host' 192.0.2.11"
+    )
     if not isinstance(raw_nodes, list):
         problems.add("nodes", raw_nodes, "must be a list of {name, host, user, port, hostKey}.", example)
         return ()
@@ -334,8 +337,12 @@ def _parse_nodes(problems: _Collector, raw_nodes: Any, ssh_user: str | None) -> 
             if field not in _NODE_FIELDS:
                 close = difflib.get_close_matches(str(field), _NODE_FIELDS, n=1)
                 hint = f"; did you mean {close[0]}?" if close else f"; allowed: {', '.join(_NODE_FIELDS)}."
-                problems.add(f"{key}.{field}", entry[field], f"is not a node field{hint}",
-                             f"pulumi config rm --path '{_key(key)}.{field}'")
+                problems.add(
+                    f"{key}.{field}",
+                    entry[field],
+                    f"is not a node field{hint}",
+                    f"pulumi config rm --path '{_key(key)}.{field}'",
+                )
         name = entry.get("name")
         if not isinstance(name, str) or not _DNS_SUBDOMAIN.match(name) or len(name) > 253:
             problems.add(
@@ -347,25 +354,35 @@ def _parse_nodes(problems: _Collector, raw_nodes: Any, ssh_user: str | None) -> 
             name = None
         host = entry.get("host")
         if not isinstance(host, str) or not host.strip():
-            problems.add(f"{key}.host", host, "is required: the node's address for SSH.",
-                         f"pulumi config set --path '{_key(key)}.host' 192.0.2.11")
+            problems.add(
+                f"{key}.host",
+                host,
+                "is required: the node's address for SSH.",
+                f"pulumi config set --path '{_key(key)}.host' 192.0.2.11",
+            )
             host = None
         else:
             host = host.strip()
             if not _is_address(host) and not _HOSTNAME.match(host):
-                problems.add(f"{key}.host", host, "is neither an IP address nor a host name.",
-                             f"pulumi config set --path '{_key(key)}.host' 192.0.2.11")
+                problems.add(
+                    f"{key}.host",
+                    host,
+                    "is neither an IP address nor a host name.",
+                    f"pulumi config set --path '{_key(key)}.host' 192.0.2.11",
+                )
                 host = None
         user = entry.get("user", ssh_user)
         if not isinstance(user, str) or not _POSIX_USER.match(user):
-            problems.add(f"{key}.user", user, "is not a valid user name.",
-                         f"pulumi config set --path '{_key(key)}.user' pi")
+            problems.add(
+                f"{key}.user", user, "is not a valid user name.", f"pulumi config set --path '{_key(key)}.user' pi"
+            )
             user = None
         port = entry.get("port", 22)
         port_number = _as_int(problems, f"{key}.port", port)
         if port_number is not None and not 1 <= port_number <= 65535:
-            problems.add(f"{key}.port", port, "must be between 1 and 65535.",
-                         f"pulumi config set --path '{_key(key)}.port' 22")
+            problems.add(
+                f"{key}.port", port, "must be between 1 and 65535.", f"pulumi config set --path '{_key(key)}.port' 22"
+            )
             port_number = None
         host_key = entry.get("hostKey")
         if host_key is not None and (not isinstance(host_key, str) or len(host_key.split()) < 2):
@@ -388,15 +405,21 @@ def _check_duplicates(problems: _Collector, nodes: list[Node]) -> None:
     seen_hosts: dict[tuple[str, int], int] = {}
     for index, node in enumerate(nodes):
         if node.name in seen_names:
-            problems.add(f"nodes[{index}].name", node.name,
-                         f"is also the name of nodes[{seen_names[node.name]}]; node names must be unique.",
-                         f"remove the duplicate: pulumi config rm --path 'calico:nodes[{index}]'")
+            problems.add(
+                f"nodes[{index}].name",
+                node.name,
+                f"is also the name of nodes[{seen_names[node.name]}]; node names must be unique.",
+                f"remove the duplicate: pulumi config rm --path 'calico:nodes[{index}]'",
+            )
         seen_names.setdefault(node.name, index)
         endpoint = (node.host, node.port)
         if endpoint in seen_hosts:
-            problems.add(f"nodes[{index}].host", node.host,
-                         f"is also the host of nodes[{seen_hosts[endpoint]}]; each node needs its own address.",
-                         f"pulumi config set --path 'calico:nodes[{index}].host' <address of {node.name}>")
+            problems.add(
+                f"nodes[{index}].host",
+                node.host,
+                f"is also the host of nodes[{seen_hosts[endpoint]}]; each node needs its own address.",
+                f"pulumi config set --path 'calico:nodes[{index}].host' <address of {node.name}>",
+            )
         seen_hosts.setdefault(endpoint, index)
 
 
@@ -410,32 +433,56 @@ def _is_address(text: str) -> bool:
 
 def _parse_pingtest(problems: _Collector, raw: Any) -> Pingtest | None:
     if not isinstance(raw, Mapping):
-        problems.add("pingtest", raw, "must be an object {enabled, replicas, image, checkImage}.",
-                     "pulumi config set --path calico:pingtest.enabled true")
+        problems.add(
+            "pingtest",
+            raw,
+            "must be an object {enabled, replicas, image, checkImage}.",
+            "pulumi config set --path calico:pingtest.enabled true",
+        )
         return None
     for field in raw:
         if field not in _PINGTEST_FIELDS:
             close = difflib.get_close_matches(str(field), _PINGTEST_FIELDS, n=1)
             hint = f"; did you mean {close[0]}?" if close else f"; allowed: {', '.join(_PINGTEST_FIELDS)}."
-            problems.add(f"pingtest.{field}", raw[field], f"is not a pingtest field{hint}",
-                         f"pulumi config rm --path calico:pingtest.{field}")
+            problems.add(
+                f"pingtest.{field}",
+                raw[field],
+                f"is not a pingtest field{hint}",
+                f"pulumi config rm --path calico:pingtest.{field}",
+            )
     missing = [field for field in _PINGTEST_FIELDS if field not in raw]
     if missing:
-        problems.add("pingtest", dict(raw), f"lacks {', '.join(missing)}.",
-                     f"pulumi config set --path calico:pingtest.{missing[0]} <value>")
+        problems.add(
+            "pingtest",
+            dict(raw),
+            f"lacks {', '.join(missing)}.",
+            f"pulumi config set --path calico:pingtest.{missing[0]} <value>",
+        )
         return None
     enabled = _as_bool(problems, "pingtest.enabled", raw["enabled"])
     replicas = _as_int(problems, "pingtest.replicas", raw["replicas"])
     if replicas is not None and replicas < 1:
-        problems.add("pingtest.replicas", replicas, "must be at least 1 (to turn the pingtest off, set enabled).",
-                     "pulumi config set --path calico:pingtest.enabled false")
+        problems.add(
+            "pingtest.replicas",
+            replicas,
+            "must be at least 1 (to turn the pingtest off, set enabled).",
+            "pulumi config set --path calico:pingtest.enabled false",
+        )
         replicas = None
-    images = []
+    images: list[str | None] = []
     for field in ("image", "checkImage"):
         image = raw[field]
-        if not isinstance(image, str) or not _IMAGE.match(image) or ":" not in image.rsplit("/", 1)[-1] and "@" not in image:
-            problems.add(f"pingtest.{field}", image, "must be an image reference with a tag or digest.",
-                         f"pulumi config set --path calico:pingtest.{field} docker.io/library/busybox:1.36.1")
+        if (
+            not isinstance(image, str)
+            or not _IMAGE.match(image)
+            or (":" not in image.rsplit("/", 1)[-1] and "@" not in image)
+        ):
+            problems.add(
+                f"pingtest.{field}",
+                image,
+                "must be an image reference with a tag or digest.",
+                f"pulumi config set --path calico:pingtest.{field} docker.io/library/busybox:1.36.1",
+            )
             images.append(None)
         else:
             images.append(image)
@@ -451,8 +498,9 @@ def _check_autodetection(problems: _Collector, method: str) -> None:
         return
     name, separator, argument = method.partition("=")
     if not separator or not argument:
-        problems.add(key, method, f"is not a method calico-node knows; use one of: {', '.join(AUTODETECTION_FORMS)}.",
-                     fix)
+        problems.add(
+            key, method, f"is not a method calico-node knows; use one of: {', '.join(AUTODETECTION_FORMS)}.", fix
+        )
         return
     if name == "cidr":
         for part in argument.split(","):
@@ -465,13 +513,13 @@ def _check_autodetection(problems: _Collector, method: str) -> None:
         try:
             re.compile(argument)
         except re.error as error:
-            problems.add(key, method, f"the regular expression is invalid ({error}).",
-                         _set_command(key, "interface=eth0"))
+            problems.add(
+                key, method, f"the regular expression is invalid ({error}).", _set_command(key, "interface=eth0")
+            )
         return
     if name == "can-reach":
         return
-    problems.add(key, method, f"is not a method calico-node knows; use one of: {', '.join(AUTODETECTION_FORMS)}.",
-                 fix)
+    problems.add(key, method, f"is not a method calico-node knows; use one of: {', '.join(AUTODETECTION_FORMS)}.", fix)
 
 
 def _check_calicoctl(problems: _Collector, url: str | None, sha256: Any) -> dict[str, str]:
@@ -479,33 +527,54 @@ def _check_calicoctl(problems: _Collector, url: str | None, sha256: Any) -> dict
     # their architecture, so the node preflight checks that, not this function.
     checksums: dict[str, str] = {}
     if not isinstance(sha256, Mapping):
-        problems.add("calicoctlSha256", sha256, "must be an object {<arch>: <sha256>}.",
-                     "pulumi config set --path calico:calicoctlSha256.arm64 <sha256>")
+        problems.add(
+            "calicoctlSha256",
+            sha256,
+            "must be an object {<arch>: <sha256>}.",
+            "pulumi config set --path calico:calicoctlSha256.arm64 <sha256>",
+        )
     else:
         for arch, value in sha256.items():
             if arch not in versions.ARCHITECTURES:
-                problems.add(f"calicoctlSha256.{arch}", value,
-                             f"is not an architecture calicoctl is published for ({', '.join(versions.ARCHITECTURES)}).",
-                             f"pulumi config rm --path calico:calicoctlSha256.{arch}")
+                problems.add(
+                    f"calicoctlSha256.{arch}",
+                    value,
+                    f"is not an architecture calicoctl is published for ({', '.join(versions.ARCHITECTURES)}).",
+                    f"pulumi config rm --path calico:calicoctlSha256.{arch}",
+                )
             elif not isinstance(value, str) or not _SHA256.match(value.lower()):
-                problems.add(f"calicoctlSha256.{arch}", value, "must be 64 hexadecimal digits.",
-                             f"pulumi config set --path calico:calicoctlSha256.{arch} <sha256>")
+                problems.add(
+                    f"calicoctlSha256.{arch}",
+                    value,
+                    "must be 64 hexadecimal digits.",
+                    f"pulumi config set --path calico:calicoctlSha256.{arch} <sha256>",
+                )
             else:
                 checksums[str(arch)] = value.lower()
     if url:
         if not url.startswith(("https://", "http://")):
-            problems.add("calicoctlUrl", url, "must be an http(s) URL template.",
-                         _set_command("calicoctlUrl", "https://mirror.example/calicoctl/{version}/calicoctl-linux-{arch}"))
+            problems.add(
+                "calicoctlUrl",
+                url,
+                "must be an http(s) URL template.",
+                _set_command("calicoctlUrl", "https://mirror.example/calicoctl/{version}/calicoctl-linux-{arch}"),
+            )
         elif "{arch}" not in url:
-            problems.add("calicoctlUrl", url,
-                         "lacks the {arch} placeholder, so every architecture would get the same binary.",
-                         _set_command("calicoctlUrl", "https://mirror.example/calicoctl/{version}/calicoctl-linux-{arch}"))
+            problems.add(
+                "calicoctlUrl",
+                url,
+                "lacks the {arch} placeholder, so every architecture would get the same binary.",
+                _set_command("calicoctlUrl", "https://mirror.example/calicoctl/{version}/calicoctl-linux-{arch}"),
+            )
         else:
             leftover = url.replace("{version}", "").replace("{arch}", "")
             if "{" in leftover or "}" in leftover or any(c in url for c in " '\"\\`$;|&<>"):
-                problems.add("calicoctlUrl", url,
-                             "may contain only the {version} and {arch} placeholders and no spaces, quotes or shell characters.",
-                             _set_command("calicoctlUrl", "https://mirror.example/calicoctl/{version}/calicoctl-linux-{arch}"))
+                problems.add(
+                    "calicoctlUrl",
+                    url,
+                    "may contain only the {version} and {arch} placeholders and no spaces, quotes or shell characters.",
+                    _set_command("calicoctlUrl", "https://mirror.example/calicoctl/{version}/calicoctl-linux-{arch}"),
+                )
     return checksums
 
 
@@ -543,13 +612,21 @@ def parse_settings(
     raw_pod_cidr = get("podCidr")
     pod_cidr = None
     if raw_pod_cidr is None:
-        problems.add("podCidr", None, "is required: the cluster's pod network (kubeadm's networking.podSubnet).",
-                     _set_command("podCidr", pod_example))
+        problems.add(
+            "podCidr",
+            None,
+            "is required: the cluster's pod network (kubeadm's networking.podSubnet).",
+            _set_command("podCidr", pod_example),
+        )
     else:
         parsed = _parse_cidr(problems, "podCidr", raw_pod_cidr, pod_example)
         if isinstance(parsed, ipaddress.IPv6Network):
-            problems.add("podCidr", str(parsed), "is IPv6; this program configures an IPv4 pool only.",
-                         _set_command("podCidr", pod_example))
+            problems.add(
+                "podCidr",
+                str(parsed),
+                "is IPv6; this program configures an IPv4 pool only.",
+                _set_command("podCidr", pod_example),
+            )
         elif parsed is not None:
             pod_cidr = parsed
     service_cidr = _parse_cidr(problems, "serviceCidr", get("serviceCidr"), "10.96.0.0/12")
@@ -558,7 +635,8 @@ def parse_settings(
         relation = (
             "lies inside"
             if pod_cidr.subnet_of(service_cidr)  # type: ignore[arg-type]
-            else "contains" if service_cidr.subnet_of(pod_cidr)  # type: ignore[arg-type]
+            else "contains"
+            if service_cidr.subnet_of(pod_cidr)  # type: ignore[arg-type]
             else "overlaps"
         )
         problems.add(
@@ -568,15 +646,20 @@ def parse_settings(
             "addresses would collide. `kubeadm config print init-defaults | grep Subnet` prints the "
             "Service subnet, not the pod subnet; use the --pod-network-cidr given to kubeadm init "
             "(networking.podSubnet in `kubectl -n kube-system get configmap kubeadm-config -o yaml`).",
-            _set_command("podCidr", pod_example if not ipaddress.ip_network(pod_example).overlaps(service_cidr)
-                         else "<your podSubnet>"),
+            _set_command(
+                "podCidr",
+                pod_example if not ipaddress.ip_network(pod_example).overlaps(service_cidr) else "<your podSubnet>",
+            ),
         )
 
     block_size = _as_int(problems, "blockSize", get("blockSize"))
     if block_size is not None and not MIN_BLOCK_SIZE <= block_size <= MAX_BLOCK_SIZE:
-        problems.add("blockSize", block_size,
-                     f"must be between {MIN_BLOCK_SIZE} and {MAX_BLOCK_SIZE} (a prefix length; 26 = 64 addresses).",
-                     _set_command("blockSize", 26))
+        problems.add(
+            "blockSize",
+            block_size,
+            f"must be between {MIN_BLOCK_SIZE} and {MAX_BLOCK_SIZE} (a prefix length; 26 = 64 addresses).",
+            _set_command("blockSize", 26),
+        )
         block_size = None
     if pod_cidr is not None and block_size is not None and pod_cidr.prefixlen > block_size:
         problems.add(
@@ -590,16 +673,24 @@ def parse_settings(
     encapsulation = _as_str(problems, "encapsulation", get("encapsulation"))
     if encapsulation is not None and encapsulation not in ENCAPSULATIONS:
         close = [name for name in ENCAPSULATIONS if name.lower() == encapsulation.lower()]
-        problems.add("encapsulation", encapsulation, f"is not one of {', '.join(ENCAPSULATIONS)} (case matters).",
-                     _set_command("encapsulation", close[0] if close else "IPIP"))
+        problems.add(
+            "encapsulation",
+            encapsulation,
+            f"is not one of {', '.join(ENCAPSULATIONS)} (case matters).",
+            _set_command("encapsulation", close[0] if close else "IPIP"),
+        )
         encapsulation = None
 
     node_mtu = _as_int(problems, "nodeMtu", get("nodeMtu"))
     mtu_setting = _as_int(problems, "mtu", get("mtu"))
     mtu = None
     if node_mtu is not None and not MIN_POD_MTU <= node_mtu <= MAX_MTU:
-        problems.add("nodeMtu", node_mtu, f"must be between {MIN_POD_MTU} and {MAX_MTU} bytes "
-                     "(`ip link show` on a node prints it).", _set_command("nodeMtu", 1500))
+        problems.add(
+            "nodeMtu",
+            node_mtu,
+            f"must be between {MIN_POD_MTU} and {MAX_MTU} bytes (`ip link show` on a node prints it).",
+            _set_command("nodeMtu", 1500),
+        )
         node_mtu = None
     if node_mtu is not None and mtu_setting is not None and encapsulation is not None:
         overhead = ENCAPSULATIONS[encapsulation].overhead
@@ -607,13 +698,20 @@ def parse_settings(
         if mtu_setting == 0:
             mtu = largest
             if mtu < MIN_POD_MTU:
-                problems.add("nodeMtu", node_mtu,
-                             f"leaves a pod MTU of {mtu} after {encapsulation}'s {overhead} bytes, below {MIN_POD_MTU}.",
-                             _set_command("nodeMtu", 1500))
+                problems.add(
+                    "nodeMtu",
+                    node_mtu,
+                    f"leaves a pod MTU of {mtu} after {encapsulation}'s {overhead} bytes, below {MIN_POD_MTU}.",
+                    _set_command("nodeMtu", 1500),
+                )
                 mtu = None
         elif mtu_setting < MIN_POD_MTU:
-            problems.add("mtu", mtu_setting, f"is below the minimum pod MTU of {MIN_POD_MTU} bytes.",
-                         f"{_set_command('mtu', largest)} (or 0 to derive it from calico:nodeMtu)")
+            problems.add(
+                "mtu",
+                mtu_setting,
+                f"is below the minimum pod MTU of {MIN_POD_MTU} bytes.",
+                f"{_set_command('mtu', largest)} (or 0 to derive it from calico:nodeMtu)",
+            )
         elif mtu_setting > largest:
             problems.add(
                 "mtu",
@@ -659,9 +757,12 @@ def parse_settings(
 
     install_dir = _as_str(problems, "calicoctlInstallDir", get("calicoctlInstallDir"))
     if install_dir is not None and (not _SAFE_PATH.match(install_dir) or install_dir in ("/", "")):
-        problems.add("calicoctlInstallDir", install_dir,
-                     "must be an absolute directory made of letters, digits, '.', '_', '-' and '/'.",
-                     _set_command("calicoctlInstallDir", "/usr/local/bin"))
+        problems.add(
+            "calicoctlInstallDir",
+            install_dir,
+            "must be an absolute directory made of letters, digits, '.', '_', '-' and '/'.",
+            _set_command("calicoctlInstallDir", "/usr/local/bin"),
+        )
         install_dir = None
 
     calicoctl_url = _as_str(problems, "calicoctlUrl", get("calicoctlUrl") or "")

@@ -101,10 +101,8 @@ def calicoctl_release_url(version: str, arch: str) -> str:
     and from v3.22.0 only the monorepo does.
     """
     release = parse_release(version)
-    if release is not None and release < (3, 21, 3):
-        repository = "projectcalico/calicoctl"
-    else:
-        repository = "projectcalico/calico"
+    old_repository = release is not None and release < (3, 21, 3)
+    repository = "projectcalico/calicoctl" if old_repository else "projectcalico/calico"
     return f"https://github.com/{repository}/releases/download/{version}/calicoctl-linux-{arch}"
 
 

@@ -119,7 +119,7 @@ class RecordingMonitor(MockMonitor):
         super().__init__(mocks)
         self.registrations: dict[str, Registration] = {}
 
-    def RegisterResource(self, request: Any) -> Any:  # noqa: N802 - the gRPC method name
+    def RegisterResource(self, request: Any) -> Any:
         dependencies = set(request.dependencies)
         for property_dependencies in request.propertyDependencies.values():
             dependencies.update(property_dependencies.urns)

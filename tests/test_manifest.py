@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -21,7 +22,7 @@ BODY_SHA256 = hashlib.sha256(BODY).hexdigest()
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
-    requests_seen: list[str] = []
+    requests_seen: ClassVar[list[str]] = []
     stall_seconds = 0.0
 
     def do_GET(self) -> None:

@@ -123,7 +123,9 @@ def test_mtu_change_rolls_calico_node_and_pingtest(program_runner: Runner, tmp_p
 
     def annotation(run: ProgramRun, name: str) -> str:
         typ = "kubernetes:apps/v1:DaemonSet" if name.startswith("kube-system/") else "kubernetes:apps/v1:Deployment"
-        return run.mocks.named(name, typ).inputs["spec"]["template"]["metadata"]["annotations"][SETTINGS_HASH_ANNOTATION]
+        return run.mocks.named(name, typ).inputs["spec"]["template"]["metadata"]["annotations"][
+            SETTINGS_HASH_ANNOTATION
+        ]
 
     for name in ("kube-system/calico-node", "pingtest-deployment"):
         assert annotation(before, name) != annotation(after, name), f"{name}'s pod template does not change"
@@ -153,7 +155,9 @@ def test_pinned_manifest_from_cache(program_runner: Runner, tmp_path: Path, monk
     shutil.copyfile(NEWEST, tmp_path / f"{digest}.yaml")
     monkeypatch.setenv("CALICO_MANIFEST_CACHE", str(tmp_path))
     run = program_runner(stack_config())
-    kinds = [r.typ for r in run.mocks.resources if r.typ.startswith("kubernetes:") and r.typ != "kubernetes:yaml:ConfigFile"]
+    kinds = [
+        r.typ for r in run.mocks.resources if r.typ.startswith("kubernetes:") and r.typ != "kubernetes:yaml:ConfigFile"
+    ]
     assert len(kinds) == 39 + 1, "39 upstream objects plus the pingtest Deployment"
     assert env_of(run)["CALICO_IPV4POOL_CIDR"] == "10.244.0.0/16"
     assert run.outputs[program.OUTPUT_MANIFEST_SHA256] == digest

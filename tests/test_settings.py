@@ -104,7 +104,11 @@ INVALID_CASES: list[tuple[str, dict[str, Any], list[str]]] = [
         {"podCidr": "192.0.0.0/16"},
         ["calico:podCidr", "pi-1", "192.0.2.11"],
     ),
-    ("ssh-key-plain-text", {"sshPrivateKey": "-----BEGIN OPENSSH PRIVATE KEY-----"}, ["calico:sshPrivateKey", "--secret"]),
+    (
+        "ssh-key-plain-text",
+        {"sshPrivateKey": "-----BEGIN OPENSSH PRIVATE KEY-----"},
+        ["calico:sshPrivateKey", "--secret"],
+    ),
     ("version-unknown-no-manifest", {"version": "v3.26.1"}, ["calico:version", "calico:manifest", "v3.31.7"]),
     ("version-without-v", {"version": "3.31.7"}, ["calico:version", "v3.31.7"]),
     (
@@ -127,7 +131,9 @@ INVALID_CASES: list[tuple[str, dict[str, Any], list[str]]] = [
 ]
 
 
-@pytest.mark.parametrize(("overrides", "words"), [case[1:] for case in INVALID_CASES], ids=[c[0] for c in INVALID_CASES])
+@pytest.mark.parametrize(
+    ("overrides", "words"), [case[1:] for case in INVALID_CASES], ids=[c[0] for c in INVALID_CASES]
+)
 def test_invalid_setting_rejected(overrides: dict[str, Any], words: list[str]) -> None:
     problems = problems_of(overrides)
     matching = [problem for problem in problems if all(word in problem for word in words)]
@@ -193,16 +199,26 @@ def _case_overrides(case: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.mark.skipif(not CONFIG_CASES, reason=SHARED_MISSING_REASON)
 def test_shared_config_cases_all_known() -> None:
-    known = {"mtu-vxlan-equal-to-nic", "jumbo-frames-ipip", "pod-cidr-inside-service-cidr", "pod-cidr-contains-node-lan",
-             "pool-smaller-than-block", "cidr-with-host-bits"}
+    known = {
+        "mtu-vxlan-equal-to-nic",
+        "jumbo-frames-ipip",
+        "pod-cidr-inside-service-cidr",
+        "pod-cidr-contains-node-lan",
+        "pool-smaller-than-block",
+        "cidr-with-host-bits",
+    }
     assert {case["id"] for case in CONFIG_CASES} <= known, "a new config case needs its expectations below"
 
 
 # Words each shared config case's error must contain, from the case's `expect` line.
 SHARED_EXPECTATIONS: dict[str, list[str]] = {
     "mtu-vxlan-equal-to-nic": ["calico:mtu", "1450"],
-    "pod-cidr-inside-service-cidr": ["calico:podCidr", "calico:serviceCidr", "10.96.0.0/12",
-                                     "kubeadm config print init-defaults | grep Subnet"],
+    "pod-cidr-inside-service-cidr": [
+        "calico:podCidr",
+        "calico:serviceCidr",
+        "10.96.0.0/12",
+        "kubeadm config print init-defaults | grep Subnet",
+    ],
     "pod-cidr-contains-node-lan": ["calico:podCidr", "pi-1", "192.168.1.21"],
     "pool-smaller-than-block": ["calico:podCidr", "calico:blockSize"],
     "cidr-with-host-bits": ["calico:podCidr", "10.244.0.0/16"],
