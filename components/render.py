@@ -2,7 +2,7 @@
 
     python -m components.render --stack dev [--manifest FILE] [--output FILE]
 
-Reads Pulumi.yaml's defaults and Pulumi.<stack>.yaml (from the current directory when it holds a
+Reads Pulumi.yaml's defaults and Pulumi.<stack>.yaml (from the current directory when it contains a
 Pulumi.yaml, else from this checkout), validates them with the program's own rules,
 transforms the manifest with the program's own code, and writes multi-document YAML: the Calico
 objects, then the pingtest. Exit status: 0 on success, 2 on bad configuration (including a manifest

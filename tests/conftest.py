@@ -60,7 +60,7 @@ def load_shared_cases(kind: str | None = None) -> list[dict[str, Any]]:
 
 @dataclass
 class RecordingMocks(pulumi.runtime.Mocks):
-    """Mocks that answer `kubernetes:yaml:decode` like the provider and record every resource."""
+    """Mocks that decode YAML for `kubernetes:yaml:decode` as the provider does, and record every resource."""
 
     resources: list[pulumi.runtime.MockResourceArgs] = field(default_factory=list)
     command_stdout: Callable[[pulumi.runtime.MockResourceArgs], str | None] = lambda _args: None
@@ -80,7 +80,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
         if args.token == "kubernetes:yaml:decode":
             documents = [doc for doc in yaml.safe_load_all(args.args["text"]) if doc]
             return {"result": documents}, []
-        raise NotImplementedError(f"no mock answer for invoke {args.token}")
+        raise NotImplementedError(f"the mocks implement no invoke {args.token}")
 
     def named(self, name: str, typ: str | None = None) -> pulumi.runtime.MockResourceArgs:
         """Return the registered resource called `name` (of type `typ`); fail naming the ones that exist."""
