@@ -1,0 +1,197 @@
+# shellcheck shell=sh
+# Install one calicoctl release on this node, verified by sha256, and give it a Kubernetes-datastore
+# config. Running it again with the same settings downloads nothing when the installed binary already
+# has the expected sha256. A failed download or verification leaves the node as it was, because the
+# binary is staged next to the target and renamed over it only after every check passed.
+#
+# components/nodes.py prepends these settings as shell assignments:
+#   NODE_NAME                  the Kubernetes node name, used in every message
+#   CALICOCTL_VERSION, ARCH    the release and the architecture the preflight reported
+#   CALICOCTL_URL              where the binary comes from
+#   EXPECTED_SHA256            its sha256, or empty to take it from SHA256SUMS_URL
+#   CHECKSUM_SOURCE            where EXPECTED_SHA256 comes from, for messages
+#   SHA256SUMS_URL             the release's SHA256SUMS, or empty when there is none to use
+#   INSTALL_DIR, INSTALL_ID    calico:calicoctlInstallDir and the hash of this install's settings
+#   CALICOCTL_CONFIG, KUBECONFIG_PATH, INSTALL_RECORD   fixed paths, see components/nodes.py
+
+set -u
+umask 022
+LC_ALL=C
+export LC_ALL
+
+say() {
+    printf '%s: %s\n' "$NODE_NAME" "$1"
+}
+
+die() {
+    printf 'ERROR: %s: %s\n' "$NODE_NAME" "$1" >&2
+    exit 1
+}
+
+user=$(id -un)
+if [ "$(id -u)" -eq 0 ]; then
+    as_root() { "$@"; }
+elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+    # -n makes sudo fail at once instead of prompting, so a password prompt can never hang the run.
+    as_root() { sudo -n "$@"; }
+else
+    die "passwordless sudo required for $user on $NODE_NAME. Add a sudoers rule such as '$user ALL=(ALL) NOPASSWD: ALL' in /etc/sudoers.d/, or connect as root (calico:sshUser or calico:nodes[].user)."
+fi
+
+sha256_of() {
+    sha256sum "$1" | awk '{ print $1 }'
+}
+
+download() {
+    if command -v curl >/dev/null 2>&1; then
+        curl -fsSL --connect-timeout 20 --max-time 600 --retry 2 -o "$2" "$1"
+    elif command -v wget >/dev/null 2>&1; then
+        wget -q -T 60 -t 3 -O "$2" "$1"
+    else
+        die "neither curl nor wget is installed on $NODE_NAME; install one of them (apt-get install curl)."
+    fi
+}
+
+run_limited() {
+    if command -v timeout >/dev/null 2>&1; then
+        as_root timeout 60 "$@"
+    else
+        as_root "$@"
+    fi
+}
+
+# Print the client version that `calicoctl version` reports. calicoctl exits non-zero when it cannot
+# reach the cluster (before the Calico manifest is applied, or without a datastore config), but it
+# prints the client version first, so only that line is judged.
+client_version() {
+    version_output=$(run_limited "$1" version 2>&1)
+    printf '%s\n' "$version_output" | awk -F: '$1 == "Client Version" { gsub(/[ \t]/, "", $2); print $2; exit }'
+}
+
+check_client_version() {
+    reported=$(client_version "$1")
+    if [ "${reported#v}" != "${CALICOCTL_VERSION#v}" ]; then
+        printf '%s\n' "$version_output" | tail -n 5 >&2
+        die "$1 reports client version '${reported:-none}', not calico:version = $CALICOCTL_VERSION. The binary from $CALICOCTL_URL is another release: check calico:calicoctlUrl and calico:calicoctlSha256.$ARCH."
+    fi
+}
+
+# Replace the install record with the lines in $1.
+write_record() {
+    printf '%s' "$1" >"$work/record"
+    as_root cp "$work/record" "$INSTALL_RECORD.new"
+    as_root chmod 0644 "$INSTALL_RECORD.new"
+    as_root mv -f "$INSTALL_RECORD.new" "$INSTALL_RECORD"
+}
+
+for tool in sha256sum awk; do
+    command -v "$tool" >/dev/null 2>&1 || die "$tool is not installed; the calicoctl install needs sha256sum (coreutils) and awk."
+done
+
+case "$(uname -m)" in
+    aarch64 | arm64) machine_arch=arm64 ;;
+    x86_64 | amd64) machine_arch=amd64 ;;
+    *) machine_arch=$(uname -m) ;;
+esac
+if [ "$machine_arch" != "$ARCH" ]; then
+    die "the preflight reported architecture $ARCH but uname -m now reports $(uname -m); rerun the preflight: pulumi up --replace on this node's preflight resource."
+fi
+
+if [ ! -d "$INSTALL_DIR" ]; then
+    die "calico:calicoctlInstallDir = $INSTALL_DIR does not exist on $NODE_NAME. Create it, or choose an existing directory: pulumi config set calico:calicoctlInstallDir /usr/local/bin"
+fi
+
+work=$(mktemp -d)
+target="$INSTALL_DIR/calicoctl"
+staged="$INSTALL_DIR/.calicoctl.$INSTALL_ID.new"
+trap 'rm -rf "$work"; as_root rm -f "$staged"' EXIT
+trap 'exit 1' HUP INT TERM
+
+record=""
+[ ! -f "$INSTALL_RECORD" ] || record=$(cat "$INSTALL_RECORD")
+current_sha=""
+[ ! -f "$target" ] || current_sha=$(sha256_of "$target")
+
+# --- The expected sha256 -------------------------------------------------------------------------------
+expected=$EXPECTED_SHA256
+source=$CHECKSUM_SOURCE
+if [ -z "$expected" ]; then
+    recorded_sha=$(printf '%s\n' "$record" | awk -v path="$target" -v id="$INSTALL_ID" '$1 == "binary" && $2 == path && $3 == id { print $4 }')
+    if [ -n "$recorded_sha" ] && [ "$recorded_sha" = "$current_sha" ]; then
+        # An earlier run of this same install verified the binary against SHA256SUMS and recorded it.
+        expected=$recorded_sha
+        source="the release's SHA256SUMS, checked by an earlier run"
+    elif [ -n "$SHA256SUMS_URL" ]; then
+        download "$SHA256SUMS_URL" "$work/SHA256SUMS" || die "could not download $SHA256SUMS_URL on $NODE_NAME."
+        expected=$(awk -v file="calicoctl-linux-$ARCH" '{ name = $2; sub(/^\*/, "", name) } name == file { print $1; exit }' "$work/SHA256SUMS")
+        [ -n "$expected" ] || die "$SHA256SUMS_URL lists no calicoctl-linux-$ARCH. Set its sha256: pulumi config set --path calico:calicoctlSha256.$ARCH <sha256>"
+        say "NOTE: the sha256 of calicoctl-linux-$ARCH comes from the release's own SHA256SUMS ($SHA256SUMS_URL), not from a checksum pinned by this project."
+    else
+        die "no sha256 is known for calicoctl $CALICOCTL_VERSION linux-$ARCH, so the binary cannot be verified and was not installed. Set it: pulumi config set --path calico:calicoctlSha256.$ARCH <sha256 of calicoctl-linux-$ARCH>"
+    fi
+fi
+expected=$(printf '%s' "$expected" | tr 'A-F' 'a-f')
+case "$expected" in
+    *[!0-9a-f]*) die "the expected sha256 '$expected' ($source) is not 64 hexadecimal digits." ;;
+esac
+[ "${#expected}" -eq 64 ] || die "the expected sha256 '$expected' ($source) is not 64 hexadecimal digits."
+
+# --- The binary ----------------------------------------------------------------------------------------
+if [ "$current_sha" = "$expected" ]; then
+    say "calicoctl $CALICOCTL_VERSION ($ARCH) is already installed at $target with the expected sha256; nothing downloaded."
+else
+    download "$CALICOCTL_URL" "$work/calicoctl" ||
+        die "could not download $CALICOCTL_URL on $NODE_NAME; check that the node reaches it, or set calico:calicoctlUrl to a mirror it reaches. $target is unchanged."
+    actual=$(sha256_of "$work/calicoctl")
+    if [ "$actual" != "$expected" ]; then
+        die "sha256 mismatch for $CALICOCTL_URL on $NODE_NAME: expected $expected ($source), downloaded $actual. Nothing was installed; $target is unchanged."
+    fi
+    as_root cp "$work/calicoctl" "$staged"
+    as_root chmod 0755 "$staged"
+    [ "$(sha256_of "$staged")" = "$expected" ] || die "the copy of calicoctl in $INSTALL_DIR does not match its download; is the disk full? $target is unchanged."
+    check_client_version "$staged"
+    as_root mv -f "$staged" "$target"
+    say "installed calicoctl $CALICOCTL_VERSION ($ARCH) at $target from $CALICOCTL_URL, sha256 $expected verified against $source."
+fi
+
+# --- The install record --------------------------------------------------------------------------------
+# `remove` deletes only what this record says an install put here, and only while it is unchanged.
+record_dir=${INSTALL_RECORD%/*}
+if [ ! -d "$record_dir" ]; then
+    as_root mkdir -p "$record_dir"
+    record="directory $record_dir"
+fi
+record=$(printf '%s\n' "$record" | awk -v path="$target" '!($1 == "binary" && $2 == path) && NF > 0')
+record="${record:+$record
+}binary $target $INSTALL_ID $expected"
+
+# --- The datastore config ------------------------------------------------------------------------------
+if [ -e "$KUBECONFIG_PATH" ]; then
+    printf 'apiVersion: projectcalico.org/v3\nkind: CalicoAPIConfig\nmetadata:\nspec:\n  datastoreType: kubernetes\n  kubeconfig: %s\n' \
+        "$KUBECONFIG_PATH" >"$work/calicoctl.cfg"
+    config_sha=$(sha256_of "$work/calicoctl.cfg")
+    if [ -f "$CALICOCTL_CONFIG" ] && [ "$(sha256_of "$CALICOCTL_CONFIG")" = "$config_sha" ]; then
+        say "$CALICOCTL_CONFIG already selects the Kubernetes datastore through $KUBECONFIG_PATH."
+    elif [ -e "$CALICOCTL_CONFIG" ]; then
+        say "WARNING: left the existing $CALICOCTL_CONFIG unchanged; it differs from the Kubernetes-datastore config this program writes, and calicoctl on $NODE_NAME uses it."
+    else
+        config_dir=${CALICOCTL_CONFIG%/*}
+        [ -d "$config_dir" ] || as_root mkdir -p "$config_dir"
+        as_root cp "$work/calicoctl.cfg" "$CALICOCTL_CONFIG.new"
+        as_root chmod 0644 "$CALICOCTL_CONFIG.new"
+        as_root mv -f "$CALICOCTL_CONFIG.new" "$CALICOCTL_CONFIG"
+        record="$record
+config $CALICOCTL_CONFIG $config_sha"
+        say "wrote $CALICOCTL_CONFIG: the Kubernetes datastore through $KUBECONFIG_PATH."
+    fi
+else
+    say "NOTE: $KUBECONFIG_PATH does not exist on $NODE_NAME (not a control-plane node), so no datastore config was written and calicoctl here needs one: run calicoctl on a control-plane node, or pass --config with a kubeconfig that may read Calico's resources."
+fi
+write_record "$record
+"
+
+# --- The installed calicoctl ---------------------------------------------------------------------------
+check_client_version "$target"
+say "calicoctl version on $NODE_NAME:"
+printf '%s\n' "$version_output"
+exit 0

@@ -1,0 +1,86 @@
+# shellcheck shell=sh
+# Undo one calicoctl install on this node (`pulumi destroy`, or the old install after a replacement).
+# It removes only what the install record says this install put here, and only while that is unchanged:
+# the binary when its sha256 is the recorded one and its record line carries this install's INSTALL_ID,
+# then, once no install of this program is left on the node, the datastore config it wrote, the record
+# and the directory it created.
+#
+# components/nodes.py prepends: NODE_NAME, INSTALL_DIR, INSTALL_ID, CALICOCTL_CONFIG, INSTALL_RECORD.
+
+set -u
+LC_ALL=C
+export LC_ALL
+
+say() {
+    printf '%s: %s\n' "$NODE_NAME" "$1"
+}
+
+die() {
+    printf 'ERROR: %s: %s\n' "$NODE_NAME" "$1" >&2
+    exit 1
+}
+
+user=$(id -un)
+if [ "$(id -u)" -eq 0 ]; then
+    as_root() { "$@"; }
+elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+    as_root() { sudo -n "$@"; }
+else
+    die "passwordless sudo required for $user on $NODE_NAME to remove calicoctl. Add a sudoers rule such as '$user ALL=(ALL) NOPASSWD: ALL' in /etc/sudoers.d/, or connect as root."
+fi
+
+sha256_of() {
+    sha256sum "$1" | awk '{ print $1 }'
+}
+
+target="$INSTALL_DIR/calicoctl"
+if [ ! -f "$INSTALL_RECORD" ]; then
+    say "no install record at $INSTALL_RECORD, so nothing of this install is left to remove."
+    exit 0
+fi
+record=$(cat "$INSTALL_RECORD")
+
+recorded_sha=$(printf '%s\n' "$record" | awk -v path="$target" -v id="$INSTALL_ID" '$1 == "binary" && $2 == path && $3 == id { print $4 }')
+if [ -z "$recorded_sha" ]; then
+    say "$target was installed by another install of this program (a newer version or architecture), or by none; left as it is."
+else
+    if [ -f "$target" ] && [ "$(sha256_of "$target")" = "$recorded_sha" ]; then
+        as_root rm -f "$target"
+        say "removed $target."
+    elif [ -e "$target" ]; then
+        say "$target changed after the install (its sha256 is no longer $recorded_sha); left as it is."
+    fi
+    record=$(printf '%s\n' "$record" | awk -v path="$target" '!($1 == "binary" && $2 == path) && NF > 0')
+fi
+
+if printf '%s\n' "$record" | grep -q '^binary '; then
+    work=$(mktemp -d)
+    trap 'rm -rf "$work"' EXIT
+    printf '%s\n' "$record" >"$work/record"
+    as_root cp "$work/record" "$INSTALL_RECORD.new"
+    as_root chmod 0644 "$INSTALL_RECORD.new"
+    as_root mv -f "$INSTALL_RECORD.new" "$INSTALL_RECORD"
+    say "another calicoctl install of this program remains on $NODE_NAME, so $CALICOCTL_CONFIG stays."
+    exit 0
+fi
+
+config_sha=$(printf '%s\n' "$record" | awk -v path="$CALICOCTL_CONFIG" '$1 == "config" && $2 == path { print $3 }')
+if [ -n "$config_sha" ] && [ -f "$CALICOCTL_CONFIG" ]; then
+    if [ "$(sha256_of "$CALICOCTL_CONFIG")" = "$config_sha" ]; then
+        as_root rm -f "$CALICOCTL_CONFIG"
+        say "removed $CALICOCTL_CONFIG."
+    else
+        say "$CALICOCTL_CONFIG changed after the install; left as it is."
+    fi
+fi
+as_root rm -f "$INSTALL_RECORD"
+directory=$(printf '%s\n' "$record" | awk '$1 == "directory" { print $2 }')
+if [ -n "$directory" ]; then
+    # rmdir removes the directory only when it is empty, so files others put there stay.
+    if as_root rmdir "$directory" 2>/dev/null; then
+        say "removed the directory $directory."
+    else
+        say "left the directory $directory: it holds other files."
+    fi
+fi
+exit 0
