@@ -4,7 +4,8 @@
 #   - the stacks in $DEFAULT_STACKS (space-separated) when anything other than a stack file, a Markdown
 #     file or a file under docs/ changed, because a change to the program can alter every stack.
 # Usage: ci/changed-stacks.sh BASE_REV HEAD_REV   (run inside the repository)
-# BASE_REV may also be a tree; the empty tree ($(git hash-object -t tree /dev/null)) counts every stack as changed.
+# BASE_REV may also be a tree. With the empty tree ($(git hash-object -t tree /dev/null)), every stack counts
+# as changed.
 # Exit status: 0 with the array on stdout (possibly []), 1 on a bad revision or a bad stack name.
 set -euo pipefail
 

@@ -35,11 +35,11 @@ EXIT_OK = 0
 EXIT_HEAD_RENDER_FAILED = 1
 EXIT_USAGE = 2
 
-# Pulumi allows letters, digits, '-', '_' and '.' in a stack name; Pulumi.yaml itself does not match.
+# Pulumi allows letters, digits, '-', '_' and '.' in a stack name. Pulumi.yaml itself does not match.
 STACK_FILE = re.compile(r"^Pulumi\.([A-Za-z0-9_.-]+)\.yaml$")
 
-# GitHub rejects a step summary over 1 MiB (1,048,576 bytes) and then shows none of it, so the diffs in
-# the summary share a smaller budget; the job log always has the full diff.
+# GitHub rejects a step summary over 1 MiB (1,048,576 bytes) and then shows none of it. The diffs in the
+# summary therefore share a smaller budget, and the job log always has the full diff.
 SUMMARY_DIFF_BUDGET = 900_000
 
 RENDER_TIMEOUT_SECONDS = 600
@@ -68,9 +68,9 @@ class Rendering:
     present: bool
     """False when the revision has no Pulumi.<stack>.yaml."""
     text: str = ""
-    """Rendered multi-document YAML; empty when absent or failed."""
+    """Rendered multi-document YAML, empty when absent or failed."""
     error: str = ""
-    """Standard error of a failed render; empty on success."""
+    """Standard error of a failed render, empty on success."""
 
     @property
     def failed(self) -> bool:
@@ -91,7 +91,7 @@ class StackReport:
 
 
 def run_git(repo: Path, *args: str) -> bytes:
-    """Run git in `repo` and return its standard output; raise UsageError with git's message on failure."""
+    """Run git in `repo` and return its standard output, or raise UsageError with git's message on failure."""
     result = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, check=False)
     if result.returncode != 0:
         message = result.stderr.decode("utf-8", "replace").strip()
@@ -128,7 +128,7 @@ def stacks_in(tree: Path) -> set[str]:
 
 
 def render_stack(revision: Revision, stack: str, manifest: Path | None, output_dir: Path) -> Rendering:
-    """Render `stack` with the code of `revision`; a missing stack file is reported as absent, not failed."""
+    """Render `stack` with the code of `revision`. A missing stack file is reported as absent, not failed."""
     if not (revision.tree / f"Pulumi.{stack}.yaml").is_file():
         return Rendering(present=False)
 
@@ -163,7 +163,7 @@ def object_key(document: dict[str, Any]) -> str:
 
 
 def objects_by_key(text: str) -> dict[str, Any]:
-    """Parse a rendering into its objects by `object_key`; empty documents are skipped."""
+    """Parse a rendering into its objects by `object_key`, skipping empty documents."""
     if not text:
         return {}
     return {object_key(document): document for document in yaml.safe_load_all(text) if isinstance(document, dict)}
@@ -305,7 +305,7 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the exit status."""
+    """Run the command line and return the exit status."""
     arguments = parse_arguments(argv)
     try:
         return run(arguments)

@@ -1,7 +1,7 @@
 """The project's own code checks, each a test that fails with the tool's output.
 
-ruff (lint and format) covers every Python file; mypy runs strict on the files pyproject.toml names
-(components/ and ci/); shellcheck covers the node scripts and the CI shell scripts.
+ruff (lint and format) covers every Python file. mypy runs strict on the files that pyproject.toml names
+(components/ and ci/). shellcheck covers the node scripts and the CI shell scripts.
 """
 
 from __future__ import annotations

@@ -154,7 +154,7 @@ def test_only_preview_job_writes() -> None:
 @pytest.mark.parametrize("run", run_steps())
 def test_run_steps_take_no_expressions(run: str) -> None:
     # An expression expands into the script text before bash parses it, so a branch name or a secret
-    # could inject commands; values reach the scripts through `env:` instead.
+    # could inject commands. Values reach the scripts through `env:` instead.
     assert "${{" not in run
 
 
