@@ -65,14 +65,14 @@ class NodeScriptError(Exception):
 
 @dataclass(frozen=True)
 class CalicoctlSource:
-    """Where one node's calicoctl comes from and how it is verified."""
+    """Download URL and checksum of one node's calicoctl."""
 
     url: str
     """Download URL of the binary."""
     sha256: str | None
     """Expected sha256, or None when it comes from the release's SHA256SUMS (or is unknown)."""
     checksum_source: str
-    """Where `sha256` comes from, for messages."""
+    """Origin of `sha256`, for messages."""
     sha256sums_url: str | None
     """The release's SHA256SUMS asset when `sha256` is None and the release publishes one."""
 
@@ -122,7 +122,7 @@ def install_triggers(settings: Settings, architecture: str) -> list[str]:
 
 
 def install_id(settings: Settings, architecture: str) -> str:
-    """Return a short hash of the install triggers; it tells two installs apart in the install record."""
+    """Return a short hash of the install triggers, which distinguishes installs in the install record."""
     encoded = json.dumps(install_triggers(settings, architecture)).encode()
     return hashlib.sha256(encoded).hexdigest()[:16]
 

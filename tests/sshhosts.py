@@ -1,6 +1,6 @@
 """Real SSH hosts for the node-script tests: one OpenSSH server per network namespace, and an HTTP mirror.
 
-Layout: a "lan" namespace holds a bridge with the test's own address (LAN_ADDRESS) and the mirror, and
+Layout: a "lan" namespace contains a bridge with the test's own address (LAN_ADDRESS) and the mirror, and
 every node namespace hangs off that bridge with a veth pair, its own address and its own sshd. The ssh
 client runs in the lan namespace too, so nothing here touches the machine's own network.
 
@@ -39,7 +39,7 @@ SSHD = "/usr/sbin/sshd"
 LAN_PREFIX = "198.51.100"
 LAN_ADDRESS = f"{LAN_PREFIX}.1"
 COMMAND_TIMEOUT = 30
-# Paths a node sees as its own: node path -> directory name under the node's root.
+# Paths private to each node: node path -> directory name under the node's root.
 NODE_DIRECTORIES = {
     "/usr/local/bin": "usr-local-bin",
     "/etc/calico": "etc-calico",
@@ -122,7 +122,7 @@ class Node:
         return self.spec.name
 
     def path(self, node_path: str) -> Path:
-        """Return where a file the node sees at `node_path` lives on this machine."""
+        """Return where the node's file `node_path` is on this machine."""
         for prefix, directory in NODE_DIRECTORIES.items():
             if node_path == prefix or node_path.startswith(prefix + "/"):
                 return self.root / directory / node_path[len(prefix) :].lstrip("/")

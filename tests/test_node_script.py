@@ -17,6 +17,7 @@ import pytest
 from components import nodes, versions
 from components.settings import Node, Settings, parse_settings
 from components.stackconfig import apply_defaults, load_schema
+from tests.conftest import SHARED, SHARED_MISSING_REASON, load_shared_cases
 from tests.sshhosts import Lab, Mirror, NodeSpec, Result, missing_requirements, start_lab
 
 ARCH = {"x86_64": "amd64", "aarch64": "arm64", "ppc64le": "ppc64le", "s390x": "s390x"}[platform.machine()]
@@ -180,7 +181,7 @@ def test_preflight_sudo_user_with_two_interfaces(lab: Lab) -> None:
     assert "WARNING: " in result.stderr
 
 
-def test_preflight_autodetection_set_silences_warning(lab: Lab) -> None:
+def test_preflight_autodetection_set_no_warning(lab: Lab) -> None:
     result = run_preflight(lab, "node-b", make_settings(lab, ipAutodetectionMethod="interface=eth0"))
 
     assert result.returncode == 0, result.output
@@ -270,7 +271,7 @@ def test_preflight_no_calicoctl_checksum(lab: Lab) -> None:
     assert f"calico:calicoctlSha256.{ARCH}" in result.stderr
 
 
-def test_preflight_one_failing_node_does_not_block_others(lab: Lab) -> None:
+def test_preflight_failure_spares_other_nodes(lab: Lab) -> None:
     settings = make_settings(lab)
 
     with ThreadPoolExecutor() as pool:
@@ -302,7 +303,7 @@ def test_unreachable_node_fails_within_dial_timeout(lab: Lab) -> None:
 # --- Install -------------------------------------------------------------------------------------------
 
 
-def test_install_on_two_nodes_then_nothing_downloaded(lab: Lab, mirror: Mirror, binaries: dict[str, str]) -> None:
+def test_install_two_nodes_then_rerun(lab: Lab, mirror: Mirror, binaries: dict[str, str]) -> None:
     settings = mirror_settings(lab, mirror, "v3.31.7", binaries["v3.31.7"])
     before = len(mirror.requests())
 
@@ -417,7 +418,7 @@ def test_release_sha256sums_checksum(
     lab: Lab, mirror: Mirror, binaries: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # v3.32.1 has no pin, so the upstream download is checked against the release's SHA256SUMS; the
-    # mirror stands in for the release.
+    # mirror serves as the release.
     sums = f"{binaries['v3.32.1']}  calicoctl-linux-{ARCH}\n{'0' * 64}  calicoctl-linux-s390x\n"
     mirror.put("calicoctl/v3.32.1/SHA256SUMS", sums.encode())
     monkeypatch.setattr(
@@ -461,7 +462,7 @@ def test_existing_config_left_unchanged(lab: Lab, mirror: Mirror, binaries: dict
 # --- Destroy -------------------------------------------------------------------------------------------
 
 
-def test_destroy_removes_only_what_install_put(lab: Lab, mirror: Mirror, binaries: dict[str, str]) -> None:
+def test_destroy_removes_only_install(lab: Lab, mirror: Mirror, binaries: dict[str, str]) -> None:
     settings = mirror_settings(lab, mirror, "v3.31.7", binaries["v3.31.7"])
     node = lab.node("node-a")
     node.path("/usr/local/bin/helm").write_text("#!/bin/sh\n")
@@ -515,7 +516,7 @@ def test_destroy_without_install_changes_nothing(lab: Lab, mirror: Mirror, binar
 # --- Secrets -------------------------------------------------------------------------------------------
 
 
-def test_scripts_and_output_hold_no_private_key(lab: Lab, mirror: Mirror, binaries: dict[str, str]) -> None:
+def test_no_private_key_in_scripts(lab: Lab, mirror: Mirror, binaries: dict[str, str]) -> None:
     settings = mirror_settings(lab, mirror, "v3.31.7", binaries["v3.31.7"])
     key_body = "".join(lab.client_key.read_text().splitlines()[1:-1])
     node = settings_node(settings, "node-a")
@@ -530,3 +531,25 @@ def test_scripts_and_output_hold_no_private_key(lab: Lab, mirror: Mirror, binari
     for text in texts + outputs:
         assert "PRIVATE KEY" not in text
         assert key_body[:40] not in text
+
+
+# --- Coverage of the recorded node cases ---------------------------------------------------------------
+
+# Each recorded case about nodes, by id, and the test above that runs it.
+CASE_TESTS = {
+    "armv7-node": test_preflight_armv7_fails,
+    "sudo-needs-password": test_preflight_sudo_password_fails_fast,
+    "node-mtu-smaller-than-config": test_preflight_node_mtu_smaller_than_config,
+    "vxlan-module-missing": test_preflight_vxlan_module_missing,
+    "second-up-changes-nothing": test_install_two_nodes_then_rerun,
+}
+
+
+def test_every_node_case_has_test() -> None:
+    if not SHARED.is_dir():
+        pytest.skip(SHARED_MISSING_REASON)
+    cases = [case["id"] for case in load_shared_cases() if case.get("kind") == "node"]
+    cases.append("second-up-changes-nothing")
+
+    assert cases[:-1], "the case list names no node case"
+    assert sorted(set(cases) - set(CASE_TESTS)) == []

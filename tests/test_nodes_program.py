@@ -35,7 +35,7 @@ def make_settings(**values: Any) -> Settings:
 
 
 def preflight_stdout(architecture: str = "arm64", warnings: tuple[str, ...] = ()) -> Callable[[Any], str | None]:
-    """Return a mock answer that gives every preflight these facts."""
+    """Return the mock stdout function that gives every preflight these facts."""
 
     def answer(args: Any) -> str | None:
         if args.name.endswith("-preflight"):

@@ -152,7 +152,7 @@ else
 fi
 
 # --- The install record --------------------------------------------------------------------------------
-# `remove` deletes only what this record says an install put here, and only while it is unchanged.
+# `remove` deletes only what this record lists as put here by an install, and only while it is unchanged.
 record_dir=${INSTALL_RECORD%/*}
 if [ ! -d "$record_dir" ]; then
     as_root mkdir -p "$record_dir"

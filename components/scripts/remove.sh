@@ -1,6 +1,6 @@
 # shellcheck shell=sh
 # Undo one calicoctl install on this node (`pulumi destroy`, or the old install after a replacement).
-# It removes only what the install record says this install put here, and only while that is unchanged:
+# It removes only what the install record lists as put here by this install, and only while that is unchanged:
 # the binary when its sha256 is the recorded one and its record line carries this install's INSTALL_ID,
 # then, once no install of this program is left on the node, the datastore config it wrote, the record
 # and the directory it created.
