@@ -9,6 +9,7 @@ from pulumi.runtime import config as runtime_config
 
 from components.manifest import ManifestDownloadError, load_checked_manifest
 from components.network import CalicoNetwork, CalicoNetworkArgs
+from components.nodes import NodeSetup, NodeSetupArgs
 from components.pingtest import PingTest, PingTestArgs
 from components.settings import KEY_PREFIX, ConfigError, Settings, parse_settings
 from components.stackconfig import apply_defaults, load_schema
@@ -23,6 +24,7 @@ OUTPUT_POD_MTU = "podMtu"
 OUTPUT_MANIFEST_SHA256 = "manifestSha256"
 OUTPUT_NODE_NAMES = "nodeNames"
 OUTPUT_PINGTEST = "pingtestDeployment"
+OUTPUT_NODE_FACTS = "nodeFacts"
 
 
 def _config_keys_set() -> set[str]:
@@ -88,8 +90,13 @@ def run() -> None:
     except (ConfigError, ManifestDownloadError) as error:
         raise pulumi.RunError(str(error)) from error
 
+    ssh_key = pulumi.Config("calico").require_secret("sshPrivateKey") if settings.ssh_private_key_set else None
+    # docs/nodes.md names the per-node commands after this component: nodes-<node>-preflight.
+    nodes = NodeSetup("nodes", NodeSetupArgs(settings=settings, ssh_private_key=ssh_key))
+
+    # No Calico object reaches the cluster before every node has passed its preflight.
     params = TransformParams.from_settings(settings)
-    calico = CalicoNetwork("calico", CalicoNetworkArgs(manifest=manifest, params=params, wait_for=[]))
+    calico = CalicoNetwork("calico", CalicoNetworkArgs(manifest=manifest, params=params, wait_for=nodes.preflights))
 
     pingtest_name: pulumi.Output[str] | None = None
     if settings.pingtest.enabled:
@@ -107,3 +114,4 @@ def run() -> None:
     pulumi.export(OUTPUT_MANIFEST_SHA256, manifest.sha256)
     pulumi.export(OUTPUT_NODE_NAMES, [node.name for node in settings.nodes])
     pulumi.export(OUTPUT_PINGTEST, pingtest_name)
+    pulumi.export(OUTPUT_NODE_FACTS, nodes.facts)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -63,8 +64,10 @@ class RecordingMocks(pulumi.runtime.Mocks):
     """Mocks that decode YAML for `kubernetes:yaml:decode` as the provider does, and record every resource."""
 
     resources: list[pulumi.runtime.MockResourceArgs] = field(default_factory=list)
-    command_stdout: Callable[[pulumi.runtime.MockResourceArgs], str | None] = lambda _args: None
-    """Returns the stdout a pulumi-command Command should report, or None for none."""
+    command_stdout: Callable[[pulumi.runtime.MockResourceArgs], str | None] = lambda args: (
+        '{"architecture": "arm64", "warnings": []}' if args.name.endswith("-preflight") else ""
+    )
+    """Returns the stdout a pulumi-command Command reports; preflights report an arm64 node by default."""
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
         self.resources.append(args)
@@ -224,6 +227,11 @@ def program_runner() -> Iterator[Callable[..., ProgramRun]]:
     """Provide run_program and restore Pulumi's global config and settings afterwards."""
     saved_config = dict(runtime_config.CONFIG.get())
     saved_secrets = set(runtime_config._SECRET_KEYS.get())
+    # Without calico:sshPrivateKey the nodes are reached through ssh-agent; the mocks never dial.
+    saved_agent = os.environ.get("SSH_AUTH_SOCK")
+    os.environ.setdefault("SSH_AUTH_SOCK", "/nonexistent/agent.sock")
     yield run_program
+    if saved_agent is None:
+        os.environ.pop("SSH_AUTH_SOCK", None)
     runtime_config.set_all_config(saved_config, list(saved_secrets))
     runtime_settings.reset_options()

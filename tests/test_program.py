@@ -84,6 +84,21 @@ def test_registers_calico_and_pingtest(program_runner: Runner, tmp_path: Path) -
     assert run.monitor.registrations["pingtest-deployment"].parent == "pingtest"
 
 
+def test_calico_waits_for_every_preflight(program_runner: Runner, tmp_path: Path) -> None:
+    run = program_runner(stack_config() | {"manifest": str(small_manifest(tmp_path))})
+    for calico_object in ("kube-system/calico-node", "kube-system/calico-config"):
+        for node in ("pi-1", "pi-2", "pi-3"):
+            preflight = f"nodes-{node}-preflight"
+            assert run.depends_on(calico_object, preflight), f"{calico_object} does not wait for {preflight}"
+
+
+def test_node_facts_exported(program_runner: Runner, tmp_path: Path) -> None:
+    run = program_runner(stack_config() | {"manifest": str(small_manifest(tmp_path))})
+    facts = run.outputs[program.OUTPUT_NODE_FACTS]
+    assert sorted(facts) == ["pi-1", "pi-2", "pi-3"]
+    assert facts["pi-1"]["architecture"] == "arm64"
+
+
 def test_pingtest_after_calico(program_runner: Runner, tmp_path: Path) -> None:
     run = program_runner(stack_config() | {"manifest": str(small_manifest(tmp_path))})
     for calico_object in ("kube-system/calico-node", "kube-system/calico-config"):
