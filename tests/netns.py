@@ -1,8 +1,8 @@
 """Network namespace harness: "nodes" joined by an underlay veth and a VXLAN overlay, "pods" behind them.
 
-The layout copies what Calico builds on a node: each pod has an `eth0` with a /32 address and a default
-route to 169.254.1.1 over its veth, and the node routes each pod's /32 to the node end of that veth.
-Another node's pods are routed over the VXLAN device. A stub DNS resolver and a TCP listener stand in
+The layout copies what Calico builds on a node. Each pod has an `eth0` with a /32 address and a default
+route to 169.254.1.1 over its veth. The node routes each pod's /32 to the node end of that veth, and
+another node's pods over the VXLAN device. A stub DNS resolver and a TCP listener stand in
 for CoreDNS and the API server. Everything needs root; `Topology.close` removes every namespace,
 device and file it created.
 """
@@ -27,7 +27,7 @@ CLONE_NEWNET = 0x40000000
 NETNS_RUN_DIR = Path("/run/netns")
 # `ip netns exec NS` bind-mounts files from here over /etc, so each pod gets its own resolv.conf.
 NETNS_ETC_DIR = Path("/etc/netns")
-# Calico's pods reach their node through this link-local next hop, answered by the node.
+# Calico's pods reach their node through this link-local next hop, and the node replies to its ARP requests.
 POD_GATEWAY = "169.254.1.1"
 VXLAN_ID = 4096
 VXLAN_PORT = 4789
@@ -41,7 +41,7 @@ class NetnsError(RuntimeError):
 
 
 def run(*command: str, timeout: float = COMMAND_TIMEOUT) -> str:
-    """Run a command and return its stdout; raise NetnsError with its output when it fails."""
+    """Run a command and return its stdout. Raise NetnsError with its output when it fails."""
     result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
     if result.returncode != 0:
         raise NetnsError(f"{' '.join(command)} failed ({result.returncode}): {result.stderr.strip()}")
@@ -109,9 +109,9 @@ def _read_question(packet: bytes) -> tuple[str, int, int]:
 
 @dataclass
 class StubResolver:
-    """A UDP DNS server answering A queries from a fixed table; NXDOMAIN for any other name.
+    """A UDP DNS server that resolves A queries from a fixed table. Any other name gets NXDOMAIN.
 
-    With `silent` set it reads queries and answers none, like a resolver that is down.
+    With `silent` set it reads queries and sends no response, like a resolver that is down.
     """
 
     namespace: str
@@ -171,7 +171,7 @@ class StubResolver:
 
 
 class TcpListener:
-    """A listening TCP socket; the kernel completes each handshake, so a connect succeeds."""
+    """A listening TCP socket. The kernel completes each handshake, so a connect succeeds."""
 
     def __init__(self, namespace: str, address: str, port: int) -> None:
         with inside(namespace):
@@ -229,16 +229,18 @@ class Topology:
         self._servers: list[StubResolver | TcpListener] = []
         self._routed_prefixes: set[tuple[str, str]] = set()
 
-    # Two nodes are what the scenarios need: one for same-node and one for other-node traffic.
     def build(self, node_addresses: Sequence[tuple[str, str, str]]) -> None:
-        """Create the nodes: (name, underlay address, VXLAN address) each, all on one underlay link."""
+        """Create two nodes, each given as (name, underlay address, VXLAN address), on one underlay link.
+
+        Two nodes are what the scenarios need: one for same-node and one for other-node traffic.
+        """
         if len(node_addresses) != 2:
             raise ValueError("the topology joins exactly two nodes with one veth")
         for name, underlay, vtep in node_addresses:
             namespace = self._add_namespace(f"{self.prefix}-{name}")
             self.nodes[name] = Node(name, namespace, underlay, vtep)
             run("ip", "netns", "exec", namespace, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-            # The pods' gateway is a local address of every node, so the node answers its ARP requests.
+            # The pods' gateway is a local address of every node, so the node replies to its ARP requests.
             ip(f"-n {namespace} address add {POD_GATEWAY}/32 dev lo")
         first, second = (self.nodes[name] for name, _, _ in node_addresses)
         mtu = self.underlay_mtu
@@ -251,7 +253,7 @@ class Topology:
                 f"-n {ns} link add vxlan0 type vxlan id {VXLAN_ID} local {node.underlay_address} "
                 f"remote {peer.underlay_address} dstport {VXLAN_PORT} df set"
             )
-            # The device's own MTU is the underlay's, so it never limits a pod; the underlay does.
+            # The device's own MTU is the underlay's, so the underlay, not the device, limits a pod's packets.
             ip(f"-n {ns} link set vxlan0 mtu {mtu} up")
             ip(f"-n {ns} address add {node.vtep_address}/32 dev vxlan0")
 
@@ -271,8 +273,8 @@ class Topology:
         ip(f"-n {namespace} link set eth0 up")
         ip(f"-n {namespace} route add {POD_GATEWAY} dev eth0 scope link")
         ip(f"-n {namespace} route add default via {POD_GATEWAY} dev eth0")
-        # The check image runs ping as root with this range set in its pod spec, so iputils uses an ICMP
-        # datagram socket; the same setting here makes the tests take the same path through ping.
+        # The check pod's spec sets this range, so iputils ping uses an ICMP datagram socket there.
+        # The same setting here makes the tests take the same path through ping.
         run("ip", "netns", "exec", namespace, "sysctl", "-qw", "net.ipv4.ping_group_range=0 2147483647")
         ip(f"-n {host.namespace} link set {host_end} up")
         ip(f"-n {host.namespace} route add {address}/32 dev {host_end}")
@@ -296,7 +298,7 @@ class Topology:
         ip(f"-n {source.namespace} route add {address}/32 via {destination.vtep_address} dev vxlan0 onlink")
 
     def limit_route_mtu(self, node: str, address: str, mtu: int) -> None:
-        """Lock `node`'s route to `address` at `mtu`, so the node answers larger DF packets with ICMP."""
+        """Lock `node`'s route to `address` at `mtu`, so the node replies to larger DF packets with ICMP."""
         host = self.nodes[node]
         route = ip(f"-n {host.namespace} route show {address}/32").split()
         ip(f"-n {host.namespace} route replace {address}/32 {' '.join(route[1:])} mtu lock {mtu}")

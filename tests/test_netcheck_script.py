@@ -1,7 +1,7 @@
 """netcheck.sh run for real: iputils ping, dig and TCP between network namespaces, and its await mode.
 
-Two "nodes" share a 1500-byte underlay veth and a VXLAN overlay; "pods" sit behind them as Calico wires
-them. Each case gets its own pods, so one topology serves the whole module. A stub resolver and a TCP
+Two "nodes" share a 1500-byte underlay veth and a VXLAN overlay, and "pods" sit behind them as Calico
+wires them. Each case gets its own pods, so one topology serves the whole module. A stub resolver and a TCP
 listener on node-a stand in for CoreDNS and the API server's ClusterIP.
 """
 
@@ -138,7 +138,7 @@ def lab() -> Iterator[Lab]:
         topo.add_pod("check-out", "node-a", "203.0.113.10", VXLAN_POD_MTU, good_dns)
         topo.add_pod("a-out", "node-a", "203.0.113.11", VXLAN_POD_MTU)
         topo.add_pod("b-out", "node-b", "203.0.113.140", VXLAN_POD_MTU)
-        # A pod the sending node reaches over a narrower route, so the node answers with ICMP.
+        # A pod the sending node reaches over a narrower route, so the node replies with an ICMP error.
         topo.add_pod("b-narrow", "node-b", "198.51.100.141", VXLAN_POD_MTU)
         topo.limit_route_mtu("node-a", "198.51.100.141", VXLAN_POD_MTU - 50)
         # A pod that ignores echo requests: every ping to it goes unanswered.
@@ -165,7 +165,7 @@ def run_check(
     )
     pod = topo.pods[source]
     start = time.monotonic()
-    # the same flags the Job passes, except the short timeout and attempts
+    # The same flags the Job passes, except for the short timeout and attempts.
     result = topo.exec_in(
         source,
         "bash", str(SCRIPT), "scenarios",
@@ -242,7 +242,8 @@ def test_node_icmp_frag_needed_fails_path_mtu(topology: Topology, tmp_path: Path
     assert report.of("pod-to-pod-other-node")[0].result == "PASS", report
     failure = report.of("path-mtu-other-node")[0]
     assert failure.result == "FAIL", report
-    # The first DF ping gets the node's ICMP; the kernel caches the lower MTU, so a later one fails locally.
+    # The first DF ping gets the node's ICMP error. The kernel caches the lower MTU, so a later one fails
+    # in the sending pod.
     assert "mtu = 1400" in failure.detail or "mtu=1400" in failure.detail, failure.detail
 
 
@@ -264,7 +265,7 @@ def topology(lab: Lab) -> Topology:
 
 @pytest.fixture
 def source_with_resolver(topology: Topology) -> Iterator[str]:
-    """Yield the 1450 check pod; the test may point its resolv.conf elsewhere, and it is restored."""
+    """Yield the 1450 check pod, whose resolv.conf the test may change. The fixture restores it."""
     yield "check-1450"
     topology.set_resolv_conf("check-1450", resolv_conf(RESOLVER))
 
@@ -272,28 +273,28 @@ def source_with_resolver(topology: Topology) -> Iterator[str]:
 def test_dns_without_answer_is_retried(lab: Lab, tmp_path: Path, source_with_resolver: str) -> None:
     lab.topology.set_resolv_conf(source_with_resolver, resolv_conf(SILENT_RESOLVER))
     silent = lab.resolvers[SILENT_RESOLVER]
-    asked_before = len(silent.queries)
+    queries_before = len(silent.queries)
 
     report = run_check(lab.topology, tmp_path, source_with_resolver, ["a-1450"])
 
     failure = report.of("dns")[0]
     assert failure.result == "FAIL", report
     assert f"no answer from the resolver to {ATTEMPTS} attempts, {TIMEOUT} s each" in failure.detail
-    assert len(silent.queries) - asked_before == ATTEMPTS
+    assert len(silent.queries) - queries_before == ATTEMPTS
 
 
 def test_dns_nxdomain_is_not_retried(lab: Lab, tmp_path: Path) -> None:
     resolver = lab.resolvers[RESOLVER]
-    asked_before = len(resolver.queries)
+    queries_before = len(resolver.queries)
 
     report = run_check(lab.topology, tmp_path, "check-1450", ["a-1450"], extra=["--dns-name", "missing.default.svc"])
 
     failure = report.of("dns")[0]
     assert failure.result == "FAIL", report
     assert "got status NXDOMAIN" in failure.detail
-    asked = resolver.queries[asked_before:]
-    assert asked, "the resolver got no query"
-    assert len(asked) == len(set(asked)), f"a name was asked twice: {asked}"
+    new_queries = resolver.queries[queries_before:]
+    assert new_queries, "the resolver got no query"
+    assert len(new_queries) == len(set(new_queries)), f"a name was queried twice: {new_queries}"
 
 
 def test_dns_wrong_address_fails(topology: Topology, tmp_path: Path, source_with_resolver: str) -> None:
@@ -383,7 +384,7 @@ def test_pod_list_keeps_running_pods() -> None:
 
 FAKE_KUBECTL = """\
 #!/usr/bin/env bash
-# Stand-in for kubectl: answers from files in $FAKE_KUBECTL_DIR, and logs each call.
+# Stand-in for kubectl: prints the contents of files in $FAKE_KUBECTL_DIR, and logs each call.
 printf '%s\\n' "$*" >>"$FAKE_KUBECTL_DIR/calls"
 case " $* " in
 *" get job "*"{.status.succeeded}"*) cat "$FAKE_KUBECTL_DIR/state" ;;
@@ -407,11 +408,11 @@ summary: 0 passed, 1 failed, 0 skipped; the network check failed (path-mtu-other
 
 @dataclass
 class FakeKubectl:
-    """A directory with a stand-in kubectl and the answers it gives."""
+    """A directory with a stand-in kubectl and the output it prints."""
 
     directory: Path
 
-    def answer(self, state: str, log: str = "", conditions: str = "") -> None:
+    def set_output(self, state: str, log: str = "", conditions: str = "") -> None:
         (self.directory / "state").write_text(state, encoding="utf-8")
         (self.directory / "log").write_text(log, encoding="utf-8")
         (self.directory / "conditions").write_text(conditions, encoding="utf-8")
@@ -442,7 +443,7 @@ def await_job(fake: FakeKubectl, timeout: int = 5) -> Report:
 
 
 def test_await_passing_job_prints_report(fake_kubectl: FakeKubectl) -> None:
-    fake_kubectl.answer("1 ", PASSING_LOG)
+    fake_kubectl.set_output("1 ", PASSING_LOG)
 
     report = await_job(fake_kubectl)
 
@@ -452,7 +453,7 @@ def test_await_passing_job_prints_report(fake_kubectl: FakeKubectl) -> None:
 
 
 def test_await_failed_job_exits_nonzero(fake_kubectl: FakeKubectl) -> None:
-    fake_kubectl.answer(" 1", FAILING_LOG)
+    fake_kubectl.set_output(" 1", FAILING_LOG)
 
     report = await_job(fake_kubectl)
 
@@ -462,7 +463,7 @@ def test_await_failed_job_exits_nonzero(fake_kubectl: FakeKubectl) -> None:
 
 
 def test_await_succeeded_without_summary_fails(fake_kubectl: FakeKubectl) -> None:
-    fake_kubectl.answer("1 ", "PASS dns x -> y: z\n")
+    fake_kubectl.set_output("1 ", "PASS dns x -> y: z\n")
 
     report = await_job(fake_kubectl)
 
@@ -472,7 +473,7 @@ def test_await_succeeded_without_summary_fails(fake_kubectl: FakeKubectl) -> Non
 
 def test_await_job_killed_shows_conditions(fake_kubectl: FakeKubectl) -> None:
     conditions = "Job condition Failed: DeadlineExceeded: Job was active longer than specified deadline\n"
-    fake_kubectl.answer(" 1", "PASS dns x -> y: z\n", conditions)
+    fake_kubectl.set_output(" 1", "PASS dns x -> y: z\n", conditions)
 
     report = await_job(fake_kubectl)
 
@@ -483,7 +484,7 @@ def test_await_job_killed_shows_conditions(fake_kubectl: FakeKubectl) -> None:
 
 
 def test_await_times_out(fake_kubectl: FakeKubectl) -> None:
-    fake_kubectl.answer(" ")
+    fake_kubectl.set_output(" ")
 
     report = await_job(fake_kubectl, timeout=2)
 
@@ -503,4 +504,14 @@ def test_await_without_kubectl_names_the_node_requirement(tmp_path: Path) -> Non
     report = run_script("await", "--job", "netcheck-abc", env={"PATH": str(bin_dir), "HOSTNAME": "pi-1"})
 
     assert report.returncode == 2, report
-    assert "kubectl not found on pi-1; calico:nodes[0] must be a control-plane node" in report.stderr
+    assert "kubectl not found on pi-1. calico:nodes[0] must be a control-plane node" in report.stderr
+
+
+def test_await_without_kubeconfig_names_the_node_requirement(fake_kubectl: FakeKubectl, tmp_path: Path) -> None:
+    missing = tmp_path / "admin.conf"
+
+    report = run_script("await", "--job", "netcheck-abc", "--kubeconfig", str(missing), env=fake_kubectl.env)
+
+    assert report.returncode == 2, report
+    assert f"{missing} is missing or not readable" in report.stderr
+    assert fake_kubectl.calls == [], "kubectl ran without a kubeconfig"

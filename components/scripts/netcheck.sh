@@ -3,10 +3,11 @@
 # ClusterIP and the path MTU between nodes, reported one line per scenario.
 #
 # Subcommands:
-#   scenarios  run the scenarios against a plain list of pods ("name node ip" lines); the tests call this
-#   cluster    run inside the check pod: discover the pingtest pods through the Kubernetes API, then scenarios
-#   pods-from-json  turn a Kubernetes PodList (JSON on stdin) into "name node ip" lines
-#   await      run on a control-plane node: wait for the check Job, print its report, exit non-zero on failure
+#   scenarios       Run the scenarios against a plain list of pods ("name node ip" lines), as the tests do.
+#   cluster         Inside the check pod, list the pingtest pods through the Kubernetes API, then run scenarios.
+#   pods-from-json  Turn a Kubernetes PodList (JSON on stdin) into "name node ip" lines.
+#   await           On a control-plane node, wait for the check Job, print its report, and exit non-zero
+#                   unless it passed.
 #
 # Needs bash, iputils ping (BusyBox ping cannot set don't-fragment), dig, and for `cluster` curl and jq.
 # Exit status: 0 when no scenario failed, 1 when one did, 2 for a usage or setup error.
@@ -24,7 +25,7 @@ die() {
 require_tools() {
 	local tool
 	for tool in "$@"; do
-		command -v "$tool" >/dev/null 2>&1 || die "$tool not found; the check image needs it"
+		command -v "$tool" >/dev/null 2>&1 || die "$tool not found: the check image must provide it"
 	done
 }
 
@@ -50,7 +51,7 @@ ipv4_in_cidr() {
 	(($(($(ipv4_to_int "$address") & mask)) == $(($(ipv4_to_int "$network") & mask))))
 }
 
-# Run a command, killing it after $1 seconds; returns 124 on timeout, else the command's status.
+# Run a command and kill it after $1 seconds. Return 124 on timeout, else the command's status.
 # BusyBox and coreutils `timeout` report a timeout with different statuses, so this does not use them.
 run_with_deadline() {
 	local seconds=$1 pid ticks
@@ -105,7 +106,7 @@ print_summary() {
 
 # --- Probes ---------------------------------------------------------------------------------------------
 # Each probe sets OUTCOME to one word and DETAIL to what happened. OUTCOME "no-reply" is the only
-# inconclusive one: every other outcome is an answer, and retrying an answer could hide a fault.
+# inconclusive outcome. Every other outcome is a response, and retrying after a response could hide a fault.
 
 PING_TIMEOUT=2
 ATTEMPTS=3
@@ -261,7 +262,7 @@ run_scenarios() {
 	[[ -n $mtu ]] || missing+=" --mtu"
 	[[ -n $service ]] || missing+=" --service"
 	[[ -z $missing ]] || die "missing option(s):$missing"
-	[[ -r $pods_file ]] || die "--pods $pods_file: no such readable file"
+	[[ -r $pods_file ]] || die "--pods $pods_file: file not found or not readable"
 	if ! [[ $pool =~ ^[0-9.]+/[0-9]+$ ]] || ! is_ipv4 "${pool%/*}" || ((${pool#*/} > 32)); then
 		die "--pool $pool is not an IPv4 CIDR"
 	fi
@@ -357,7 +358,7 @@ run_scenarios() {
 		report SKIP pod-to-pod-other-node "$self" "(none)" "$one_node_reason"
 	fi
 
-	# path-mtu-other-node: a packet of exactly the pod MTU crosses the overlay; one byte more does not leave.
+	# path-mtu-other-node: a packet of exactly the pod MTU crosses the overlay, and one byte more is rejected.
 	local fits=$((mtu - 28)) too_big=$((mtu - 27)) fits_detail
 	if ((${#other_node[@]} == 0)); then
 		report SKIP path-mtu-other-node "$self" "(none)" "$one_node_reason"
@@ -367,7 +368,7 @@ run_scenarios() {
 		ping_probe "${addresses[index]}" "$fits" yes
 		if [[ $OUTCOME != reply ]]; then
 			report FAIL path-mtu-other-node "$self" "$pod" \
-				"expected a reply to a ${fits}-byte don't-fragment ping (a ${mtu}-byte packet, the pod MTU), got $DETAIL; the overlay carries less than the pod MTU, so lower calico:mtu or raise the nodes' MTU"
+				"expected a reply to a ${fits}-byte don't-fragment ping (a ${mtu}-byte packet, the pod MTU), got $DETAIL. The overlay carries less than the pod MTU, so lower calico:mtu or raise the nodes' MTU."
 			continue
 		fi
 		fits_detail=$DETAIL
@@ -381,7 +382,7 @@ run_scenarios() {
 		fi
 	done
 
-	# dns: the cluster DNS answers, and with the API server's ClusterIP.
+	# dns: the cluster DNS resolves the API server's name to its ClusterIP.
 	local service_host=${service%:*} service_port=${service##*:}
 	dns_probe "$dns_name"
 	if [[ $OUTCOME != answer ]]; then
@@ -433,7 +434,7 @@ run_cluster() {
 	done
 	require_tools curl jq
 	local account=/var/run/secrets/kubernetes.io/serviceaccount
-	[[ -r $account/token ]] || die "no service account token in $account; the check pod needs automountServiceAccountToken"
+	[[ -r $account/token ]] || die "no service account token in $account. The check pod needs automountServiceAccountToken."
 	: "${KUBERNETES_SERVICE_HOST:?the pod has no KUBERNETES_SERVICE_HOST}"
 	: "${KUBERNETES_SERVICE_PORT:?the pod has no KUBERNETES_SERVICE_PORT}"
 	: "${NETCHECK_POD_NAME:?set NETCHECK_POD_NAME from metadata.name}"
@@ -480,8 +481,9 @@ run_await() {
 		shift 2 || die "option $1 needs a value"
 	done
 	[[ -n $job ]] || die "missing option --job"
-	command -v kubectl >/dev/null 2>&1 ||
-		die "kubectl not found on ${HOSTNAME:-this node}; calico:nodes[0] must be a control-plane node with kubectl and $kubeconfig"
+	local requirement="calico:nodes[0] must be a control-plane node with kubectl and $kubeconfig"
+	command -v kubectl >/dev/null 2>&1 || die "kubectl not found on ${HOSTNAME:-this node}. $requirement."
+	[[ -r $kubeconfig ]] || die "$kubeconfig is missing or not readable on ${HOSTNAME:-this node}. $requirement."
 
 	local -a kubectl=(kubectl --kubeconfig "$kubeconfig" --namespace "$namespace")
 	local deadline=$((SECONDS + timeout)) state succeeded failed last_error=""
