@@ -201,6 +201,7 @@ def test_pod_mtu_1500_over_vxlan_fails_path_mtu(topology: Topology, tmp_path: Pa
     assert failure.destination == "b-1500 (node-b, 198.51.100.150)"
     assert "expected a reply to a 1472-byte don't-fragment ping" in failure.detail
     assert f"no reply to {ATTEMPTS} attempts" in failure.detail
+    assert "so lower calico:mtu or raise the nodes' MTU" in failure.detail
     assert report.summary.endswith("the network check failed (path-mtu-other-node)")
 
 

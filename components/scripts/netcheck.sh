@@ -359,7 +359,7 @@ run_scenarios() {
 	fi
 
 	# path-mtu-other-node: a packet of exactly the pod MTU crosses the overlay, and one byte more is rejected.
-	local fits=$((mtu - 28)) too_big=$((mtu - 27)) fits_detail
+	local fits=$((mtu - 28)) too_big=$((mtu - 27)) fits_detail hint
 	if ((${#other_node[@]} == 0)); then
 		report SKIP path-mtu-other-node "$self" "(none)" "$one_node_reason"
 	fi
@@ -367,8 +367,12 @@ run_scenarios() {
 		describe_pod "$index"
 		ping_probe "${addresses[index]}" "$fits" yes
 		if [[ $OUTCOME != reply ]]; then
+			hint=""
+			if [[ $OUTCOME == too-big || $OUTCOME == no-reply ]]; then
+				hint=" The overlay carries less than the pod MTU, so lower calico:mtu or raise the nodes' MTU."
+			fi
 			report FAIL path-mtu-other-node "$self" "$pod" \
-				"expected a reply to a ${fits}-byte don't-fragment ping (a ${mtu}-byte packet, the pod MTU), got $DETAIL. The overlay carries less than the pod MTU, so lower calico:mtu or raise the nodes' MTU."
+				"expected a reply to a ${fits}-byte don't-fragment ping (a ${mtu}-byte packet, the pod MTU), got ${DETAIL}.${hint}"
 			continue
 		fi
 		fits_detail=$DETAIL
