@@ -8,6 +8,7 @@ import pulumi
 from pulumi.runtime import config as runtime_config
 
 from components.manifest import ManifestDownloadError, load_checked_manifest
+from components.netcheck import NetworkCheck, NetworkCheckArgs
 from components.network import CalicoNetwork, CalicoNetworkArgs
 from components.nodes import NodeSetup, NodeSetupArgs
 from components.pingtest import PingTest, PingTestArgs
@@ -25,6 +26,7 @@ OUTPUT_MANIFEST_SHA256 = "manifestSha256"
 OUTPUT_NODE_NAMES = "nodeNames"
 OUTPUT_PINGTEST = "pingtestDeployment"
 OUTPUT_NODE_FACTS = "nodeFacts"
+OUTPUT_NETWORK_CHECK = "networkCheck"
 
 
 def _config_keys_set() -> set[str]:
@@ -99,12 +101,26 @@ def run() -> None:
     calico = CalicoNetwork("calico", CalicoNetworkArgs(manifest=manifest, params=params, wait_for=nodes.preflights))
 
     pingtest_name: pulumi.Output[str] | None = None
+    network_check: pulumi.Output[str] | str = "not run: calico:pingtest.enabled is false"
     if settings.pingtest.enabled:
         pingtest = PingTest(
             "pingtest",
             PingTestArgs(pingtest=settings.pingtest, settings_hash=settings_hash(params), calico=calico.resources),
         )
         pingtest_name = pingtest.deployment.metadata.name
+        # The check waits on the Job from calico:nodes[0], which must be a control-plane node.
+        first_node = settings.nodes[0].name
+        check = NetworkCheck(
+            "netcheck",
+            NetworkCheckArgs(
+                settings=settings,
+                pingtest=pingtest.deployment,
+                calico=calico.resources,
+                ssh_private_key=ssh_key,
+                node_facts=nodes.facts.apply(lambda facts: facts[first_node]),
+            ),
+        )
+        network_check = check.summary
 
     pulumi.export(OUTPUT_VERSION, settings.version)
     pulumi.export(OUTPUT_POD_CIDR, str(settings.pod_cidr))
@@ -115,3 +131,4 @@ def run() -> None:
     pulumi.export(OUTPUT_NODE_NAMES, [node.name for node in settings.nodes])
     pulumi.export(OUTPUT_PINGTEST, pingtest_name)
     pulumi.export(OUTPUT_NODE_FACTS, nodes.facts)
+    pulumi.export(OUTPUT_NETWORK_CHECK, network_check)

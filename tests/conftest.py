@@ -65,7 +65,9 @@ class RecordingMocks(pulumi.runtime.Mocks):
 
     resources: list[pulumi.runtime.MockResourceArgs] = field(default_factory=list)
     command_stdout: Callable[[pulumi.runtime.MockResourceArgs], str | None] = lambda args: (
-        '{"architecture": "arm64", "warnings": []}' if args.name.endswith("-preflight") else ""
+        '{"architecture": "arm64", "adminConf": true, "kubectl": "/usr/bin/kubectl", "warnings": []}'
+        if args.name.endswith("-preflight")
+        else ""
     )
     """Returns the stdout a pulumi-command Command reports; preflights report an arm64 node by default."""
 
@@ -98,8 +100,9 @@ class RecordingMocks(pulumi.runtime.Mocks):
 
 @dataclass
 class Registration:
-    """The engine-side view of one registration: its type, parent and dependencies, by resource name."""
+    """The engine-side view of one registration: its type, parent and dependencies."""
 
+    name: str
     typ: str
     parent: str | None
     """Name of the parent resource, or None for a child of the stack."""
@@ -121,16 +124,21 @@ class RecordingMonitor(MockMonitor):
     def __init__(self, mocks: RecordingMocks) -> None:
         super().__init__(mocks)
         self.registrations: dict[str, Registration] = {}
+        """The last registration of each name (a ServiceAccount and a DaemonSet may share one)."""
+        self.all_registrations: list[Registration] = []
 
     def RegisterResource(self, request: Any) -> Any:
         dependencies = set(request.dependencies)
         for property_dependencies in request.propertyDependencies.values():
             dependencies.update(property_dependencies.urns)
-        self.registrations[request.name] = Registration(
+        registration = Registration(
+            name=request.name,
             typ=request.type,
             parent=_name_of_urn(request.parent) if request.parent and not _is_stack(request.parent) else None,
             dependencies={_name_of_urn(urn) for urn in dependencies},
         )
+        self.registrations[request.name] = registration
+        self.all_registrations.append(registration)
         return super().RegisterResource(request)
 
 

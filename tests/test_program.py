@@ -170,9 +170,30 @@ def test_pinned_manifest_from_cache(program_runner: Runner, tmp_path: Path, monk
     shutil.copyfile(NEWEST, tmp_path / f"{digest}.yaml")
     monkeypatch.setenv("CALICO_MANIFEST_CACHE", str(tmp_path))
     run = program_runner(stack_config())
-    kinds = [
-        r.typ for r in run.mocks.resources if r.typ.startswith("kubernetes:") and r.typ != "kubernetes:yaml:ConfigFile"
-    ]
-    assert len(kinds) == 39 + 1, "39 upstream objects plus the pingtest Deployment"
+    calico_objects = [r.name for r in run.monitor.all_registrations if r.parent == "calico-manifest"]
+    assert len(calico_objects) == 39, "every object of the v3.31.7 manifest, and only those"
     assert env_of(run)["CALICO_IPV4POOL_CIDR"] == "10.244.0.0/16"
     assert run.outputs[program.OUTPUT_MANIFEST_SHA256] == digest
+
+
+def test_network_check_after_pingtest(program_runner: Runner, tmp_path: Path) -> None:
+    def stdout(args: Any) -> str:
+        if args.name.endswith("-preflight"):
+            return '{"architecture": "arm64", "adminConf": true, "kubectl": "/usr/bin/kubectl", "warnings": []}'
+        if args.name == "netcheck-await":
+            return "PASS pod-ip-in-pool ...\nsummary: 11 passed, 0 failed, 1 skipped; the network check passed\n"
+        return ""
+
+    run = program_runner(
+        stack_config() | {"manifest": str(small_manifest(tmp_path))}, mocks=RecordingMocks(command_stdout=stdout)
+    )
+    assert run.depends_on("netcheck-await", "pingtest-deployment"), "the check must wait for the pingtest pods"
+    assert run.depends_on("netcheck-await", "kube-system/calico-node"), "the check must wait for calico-node"
+    assert run.outputs[program.OUTPUT_NETWORK_CHECK] == "11 passed, 0 failed, 1 skipped; the network check passed"
+
+
+def test_network_check_off_without_pingtest(program_runner: Runner, tmp_path: Path) -> None:
+    values = stack_config() | {"manifest": str(small_manifest(tmp_path)), "pingtest": {"enabled": False}}
+    run = program_runner(values)
+    assert "netcheck-job" not in run.monitor.registrations
+    assert run.outputs[program.OUTPUT_NETWORK_CHECK].startswith("not run")
