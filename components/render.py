@@ -5,7 +5,7 @@
 Reads Pulumi.yaml's defaults and Pulumi.<stack>.yaml (from the current directory when it contains a
 Pulumi.yaml, else from this checkout), validates them with the program's own rules,
 transforms the manifest with the program's own code, and writes multi-document YAML: the Calico
-objects, then the pingtest. Exit status: 0 on success, 2 on bad configuration (including a manifest
+objects, then the pingtest and the network check's objects. Exit status: 0 on success, 2 on bad configuration (including a manifest
 that fails its checks), 1 on a failed download.
 """
 
@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from components.manifest import ManifestDownloadError, load_checked_manifest
+from components.netcheck import build_objects, read_script
 from components.pingtest import pingtest_deployment
 from components.settings import ConfigError, Settings, parse_settings
 from components.stackconfig import PROJECT_DIR, apply_defaults, load_schema, read_stack_file
@@ -77,6 +78,15 @@ def render(settings: Settings) -> tuple[list[dict[str, Any]], list[str]]:
     objects, notes = transform_manifest(documents, params)
     if settings.pingtest.enabled:
         objects.append(pingtest_deployment(settings.pingtest, settings_hash(params)))
+        check = build_objects(settings, read_script())
+        objects += [
+            check.pingtest_service,
+            check.service_account,
+            check.role,
+            check.role_binding,
+            check.script,
+            check.job,
+        ]
     return objects, notes
 
 

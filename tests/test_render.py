@@ -69,6 +69,9 @@ def test_render_dev_stack(manifest: Path) -> None:
     assert env["CALICO_IPV4POOL_IPIP"] == "Never"
     assert find(objects, "ConfigMap", "calico-config")["data"]["veth_mtu"] == "1450", "the dev stack's MTU"
     assert find(objects, "Deployment", "pingtest")["spec"]["replicas"] == 3
+    jobs = [o for o in objects if o["kind"] == "Job"]
+    assert len(jobs) == 1, "the network check's Job is rendered too"
+    assert jobs[0]["metadata"]["name"].startswith("netcheck-")
 
 
 @pytest.mark.skipif(not REAL_MANIFESTS, reason=SHARED_MISSING_REASON)
