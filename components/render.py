@@ -3,9 +3,9 @@
     python -m components.render --stack dev [--manifest FILE] [--output FILE]
 
 Reads Pulumi.yaml's defaults and Pulumi.<stack>.yaml (from the current directory when it contains a
-Pulumi.yaml, else from this checkout), validates them with the program's own rules,
-transforms the manifest with the program's own code, and writes multi-document YAML: the Calico
-objects, then the pingtest and the network check's objects. Exit status: 0 on success, 2 on bad configuration (including a manifest
+Pulumi.yaml, else from this checkout), validates them with the program's own rules, transforms the
+manifest with the program's own code, and writes multi-document YAML: the Calico objects, then the
+pingtest and the network check's objects. Exit status: 0 on success, 2 on bad configuration (including a manifest
 that fails its checks), 1 on a failed download.
 """
 
