@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import posixpath
 import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ KEY_PREFIX = "calico:"
 # Pod MTUs below the IPv4 minimum reassembly size break too much to be useful.
 MIN_POD_MTU = 576
 MAX_MTU = 65535
+MAX_PINGTEST_REPLICAS = 1000
 MIN_BLOCK_SIZE = 20
 MAX_BLOCK_SIZE = 32
 
@@ -130,7 +132,7 @@ class Settings:
     """The calico.yaml to apply."""
     pod_cidr: ipaddress.IPv4Network
     """The first IP pool (kubeadm's podSubnet)."""
-    service_cidr: ipaddress.IPv4Network | ipaddress.IPv6Network
+    service_cidr: ipaddress.IPv4Network
     """The cluster's Service network."""
     block_size: int
     """Prefix length of per-node blocks."""
@@ -253,7 +255,7 @@ def _parse_manifest_source(
 ) -> ManifestSource | None:
     if manifest_sha256:
         manifest_sha256 = manifest_sha256.lower()
-        if not _SHA256.match(manifest_sha256):
+        if not _SHA256.fullmatch(manifest_sha256):
             problems.add(
                 "manifestSha256",
                 manifest_sha256,
@@ -327,7 +329,7 @@ def _parse_nodes(problems: _Collector, raw_nodes: Any, ssh_user: str | None) -> 
     if not raw_nodes:
         problems.add("nodes", raw_nodes, "is empty; list every node of the cluster.", example)
         return ()
-    nodes: list[Node] = []
+    indexed: list[tuple[int, Node]] = []
     for index, entry in enumerate(raw_nodes):
         key = f"nodes[{index}]"
         if not isinstance(entry, Mapping):
@@ -344,7 +346,7 @@ def _parse_nodes(problems: _Collector, raw_nodes: Any, ssh_user: str | None) -> 
                     f"pulumi config rm --path '{_key(key)}.{field}'",
                 )
         name = entry.get("name")
-        if not isinstance(name, str) or not _DNS_SUBDOMAIN.match(name) or len(name) > 253:
+        if not isinstance(name, str) or not _DNS_SUBDOMAIN.fullmatch(name) or len(name) > 253:
             problems.add(
                 f"{key}.name",
                 name,
@@ -363,16 +365,16 @@ def _parse_nodes(problems: _Collector, raw_nodes: Any, ssh_user: str | None) -> 
             host = None
         else:
             host = host.strip()
-            if not _is_address(host) and not _HOSTNAME.match(host):
+            host_problem = _host_problem(host)
+            if host_problem:
                 problems.add(
-                    f"{key}.host",
-                    host,
-                    "is neither an IP address nor a host name.",
-                    f"pulumi config set --path '{_key(key)}.host' 192.0.2.11",
+                    f"{key}.host", host, host_problem, f"pulumi config set --path '{_key(key)}.host' 192.0.2.11"
                 )
                 host = None
         user = entry.get("user", ssh_user)
-        if not isinstance(user, str) or not _POSIX_USER.match(user):
+        if "user" not in entry and ssh_user is None:
+            pass  # calico:sshUser is invalid and already reported
+        elif not isinstance(user, str) or not _POSIX_USER.fullmatch(user):
             problems.add(
                 f"{key}.user", user, "is not a valid user name.", f"pulumi config set --path '{_key(key)}.user' pi"
             )
@@ -385,7 +387,9 @@ def _parse_nodes(problems: _Collector, raw_nodes: Any, ssh_user: str | None) -> 
             )
             port_number = None
         host_key = entry.get("hostKey")
-        if host_key is not None and (not isinstance(host_key, str) or len(host_key.split()) < 2):
+        if host_key is not None and (
+            not isinstance(host_key, str) or len(host_key.split()) < 2 or "\n" in host_key.strip()
+        ):
             problems.add(
                 f"{key}.hostKey",
                 host_key,
@@ -394,16 +398,57 @@ def _parse_nodes(problems: _Collector, raw_nodes: Any, ssh_user: str | None) -> 
             )
             host_key = None
         if name and host and user and port_number is not None:
-            nodes.append(Node(name, host, user, port_number, host_key.strip() if host_key else None))
+            indexed.append((index, Node(name, host, user, port_number, host_key.strip() if host_key else None)))
 
-    _check_duplicates(problems, nodes)
-    return tuple(nodes)
+    _check_duplicates(problems, indexed)
+    return tuple(node for _, node in indexed)
 
 
-def _check_duplicates(problems: _Collector, nodes: list[Node]) -> None:
+def _host_problem(host: str) -> str | None:
+    """Return why `host` cannot be a node's SSH address, or None when it can."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    if address is not None:
+        if address.is_unspecified or address.is_multicast or address == ipaddress.ip_address("255.255.255.255"):
+            return "is not the address of a single host (unspecified, multicast or broadcast)."
+        return None
+    if not _HOSTNAME.fullmatch(host):
+        return "is neither an IP address nor a host name."
+    # Resolvers read "192.0.2.011", "12345" or "0x7f.1" as (other) IPv4 addresses, which would
+    # dodge the address checks here, so such names are rejected.
+    if all(re.fullmatch(r"[0-9]+|0[xX][0-9a-fA-F]*", label) for label in host.split(".")):
+        return "looks like an IPv4 address but is not one in dotted-decimal form."
+    return None
+
+
+def _canonical_host(host: str) -> str:
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return host.lower().rstrip(".")
+
+
+def _special_network(network: ipaddress.IPv4Network) -> str | None:
+    """Name the special-purpose range `network` overlaps (loopback, link-local, ...), or None."""
+    checks = (
+        ("loopback", ipaddress.ip_network("127.0.0.0/8")),
+        ("link-local", ipaddress.ip_network("169.254.0.0/16")),
+        ("multicast", ipaddress.ip_network("224.0.0.0/4")),
+        ("reserved", ipaddress.ip_network("240.0.0.0/4")),
+        ("'this network'", ipaddress.ip_network("0.0.0.0/8")),
+    )
+    for label, special in checks:
+        if network.overlaps(special):
+            return label
+    return None
+
+
+def _check_duplicates(problems: _Collector, indexed: list[tuple[int, Node]]) -> None:
     seen_names: dict[str, int] = {}
     seen_hosts: dict[tuple[str, int], int] = {}
-    for index, node in enumerate(nodes):
+    for index, node in indexed:
         if node.name in seen_names:
             problems.add(
                 f"nodes[{index}].name",
@@ -412,7 +457,7 @@ def _check_duplicates(problems: _Collector, nodes: list[Node]) -> None:
                 f"remove the duplicate: pulumi config rm --path 'calico:nodes[{index}]'",
             )
         seen_names.setdefault(node.name, index)
-        endpoint = (node.host, node.port)
+        endpoint = (_canonical_host(node.host), node.port)
         if endpoint in seen_hosts:
             problems.add(
                 f"nodes[{index}].host",
@@ -469,13 +514,21 @@ def _parse_pingtest(problems: _Collector, raw: Any) -> Pingtest | None:
             "pulumi config set --path calico:pingtest.enabled false",
         )
         replicas = None
+    elif replicas is not None and replicas > MAX_PINGTEST_REPLICAS:
+        problems.add(
+            "pingtest.replicas",
+            replicas,
+            f"is more than {MAX_PINGTEST_REPLICAS}; the check pings every pod, and one per node is enough.",
+            "pulumi config set --path calico:pingtest.replicas <number of nodes>",
+        )
+        replicas = None
     images: list[str | None] = []
     for field in ("image", "checkImage"):
         image = raw[field]
         if (
             not isinstance(image, str)
-            or not _IMAGE.match(image)
-            or (":" not in image.rsplit("/", 1)[-1] and "@" not in image)
+            or not _IMAGE.fullmatch(image)
+            or not re.search(r":[A-Za-z0-9_][A-Za-z0-9._-]*$|@sha256:[0-9a-f]{64}$", image.rsplit("/", 1)[-1])
         ):
             problems.add(
                 f"pingtest.{field}",
@@ -505,9 +558,17 @@ def _check_autodetection(problems: _Collector, method: str) -> None:
     if name == "cidr":
         for part in argument.split(","):
             try:
-                ipaddress.ip_network(part.strip(), strict=False)
+                network = ipaddress.ip_network(part.strip(), strict=False)
             except ValueError:
                 problems.add(key, method, f"{part!r} is not a CIDR.", _set_command(key, "cidr=192.0.2.0/24"))
+                continue
+            if network.version != 4:
+                problems.add(
+                    key,
+                    method,
+                    f"{part!r} is IPv6; this setting picks the node's IPv4 address.",
+                    _set_command(key, "cidr=192.0.2.0/24"),
+                )
         return
     if name in ("interface", "skip-interface"):
         try:
@@ -516,10 +577,40 @@ def _check_autodetection(problems: _Collector, method: str) -> None:
             problems.add(
                 key, method, f"the regular expression is invalid ({error}).", _set_command(key, "interface=eth0")
             )
+            return
+        # calico-node matches with Go's RE2, which has no lookaround and no backreferences.
+        if re.search(r"\(\?<?[=!]|\\[1-9]", argument):
+            problems.add(
+                key,
+                method,
+                "uses lookaround or a backreference, which calico-node's Go regular expressions (RE2) do not support.",
+                _set_command(key, "skip-interface=eth0"),
+            )
         return
     if name == "can-reach":
+        if not _is_address(argument) and not _HOSTNAME.fullmatch(argument):
+            problems.add(
+                key, method, "can-reach needs an IP address or a host name.", _set_command(key, "can-reach=192.0.2.1")
+            )
         return
     problems.add(key, method, f"is not a method calico-node knows; use one of: {', '.join(AUTODETECTION_FORMS)}.", fix)
+
+
+# Virtual or system folders no binary belongs in.
+_FORBIDDEN_INSTALL_DIRS = ("/proc", "/sys", "/dev", "/run", "/boot", "/etc")
+
+
+def _install_dir_problem(path: str) -> str | None:
+    """Return why `path` cannot be calico:calicoctlInstallDir, or None when it can."""
+    if not _SAFE_PATH.fullmatch(path) or path == "/":
+        return "must be an absolute directory made of letters, digits, '.', '_', '-' and '/'."
+    # One spelling per directory: the node records the installed path, and a second spelling of the
+    # same directory would make a later removal delete the binary a new install just put there.
+    if posixpath.normpath(path) != path or path.startswith("//"):
+        return f"must be written in normal form ({posixpath.normpath(path)}: no '//', '.', '..' or trailing '/')."
+    if any(path == top or path.startswith(top + "/") for top in _FORBIDDEN_INSTALL_DIRS):
+        return "is a system or virtual folder; use a directory on PATH such as /usr/local/bin."
+    return None
 
 
 def _check_calicoctl(problems: _Collector, url: str | None, sha256: Any) -> dict[str, str]:
@@ -542,7 +633,7 @@ def _check_calicoctl(problems: _Collector, url: str | None, sha256: Any) -> dict
                     f"is not an architecture calicoctl is published for ({', '.join(versions.ARCHITECTURES)}).",
                     f"pulumi config rm --path calico:calicoctlSha256.{arch}",
                 )
-            elif not isinstance(value, str) or not _SHA256.match(value.lower()):
+            elif not isinstance(value, str) or not _SHA256.fullmatch(value.lower()):
                 problems.add(
                     f"calicoctlSha256.{arch}",
                     value,
@@ -568,7 +659,7 @@ def _check_calicoctl(problems: _Collector, url: str | None, sha256: Any) -> dict
             )
         else:
             leftover = url.replace("{version}", "").replace("{arch}", "")
-            if "{" in leftover or "}" in leftover or any(c in url for c in " '\"\\`$;|&<>"):
+            if "{" in leftover or "}" in leftover or any(c in url for c in " '\"\\`$;|&<>#\n\t\r"):
                 problems.add(
                     "calicoctlUrl",
                     url,
@@ -627,16 +718,31 @@ def parse_settings(
                 "is IPv6; this program configures an IPv4 pool only.",
                 _set_command("podCidr", pod_example),
             )
+        elif parsed is not None and _special_network(parsed):
+            problems.add(
+                "podCidr",
+                str(parsed),
+                f"is a {_special_network(parsed)} range, which cannot carry pod traffic.",
+                _set_command("podCidr", pod_example),
+            )
         elif parsed is not None:
             pod_cidr = parsed
     service_cidr = _parse_cidr(problems, "serviceCidr", get("serviceCidr"), "10.96.0.0/12")
+    if isinstance(service_cidr, ipaddress.IPv6Network):
+        problems.add(
+            "serviceCidr",
+            str(service_cidr),
+            "is IPv6; the pool this program configures is IPv4, so give the cluster's IPv4 Service network.",
+            _set_command("serviceCidr", "10.96.0.0/12"),
+        )
+        service_cidr = None
 
     if pod_cidr is not None and service_cidr is not None and pod_cidr.overlaps(service_cidr):
         relation = (
             "lies inside"
-            if pod_cidr.subnet_of(service_cidr)  # type: ignore[arg-type]
+            if pod_cidr.subnet_of(service_cidr)
             else "contains"
-            if service_cidr.subnet_of(pod_cidr)  # type: ignore[arg-type]
+            if service_cidr.subnet_of(pod_cidr)
             else "overlaps"
         )
         problems.add(
@@ -728,22 +834,45 @@ def parse_settings(
         _check_autodetection(problems, autodetection)
 
     ssh_user = _as_str(problems, "sshUser", get("sshUser"))
-    if ssh_user is not None and not _POSIX_USER.match(ssh_user):
+    if ssh_user is not None and not _POSIX_USER.fullmatch(ssh_user):
         problems.add("sshUser", ssh_user, "is not a valid user name.", _set_command("sshUser", "root"))
         ssh_user = None
     nodes = _parse_nodes(problems, get("nodes"), ssh_user)
+    node_addresses = [(node, ipaddress.ip_address(node.host)) for node in nodes if _is_address(node.host)]
     if pod_cidr is not None:
-        for index, node in enumerate(nodes):
-            if _is_address(node.host) and ipaddress.ip_address(node.host) in pod_cidr:
+        for node, address in node_addresses:
+            if address in pod_cidr:
                 problems.add(
                     "podCidr",
                     str(pod_cidr),
-                    f"contains the address of node {node.name} ({node.host}, calico:nodes[{index}]); pod "
-                    "routes would capture traffic to the nodes' own network.",
+                    f"contains the address of node {node.name} ({node.host}); pod routes would capture "
+                    "traffic to the nodes' own network.",
                     "choose a pod network that is not in use on the LAN, for example "
                     f"{_set_command('podCidr', '10.244.0.0/16')} (and the same --pod-network-cidr for kubeadm)",
                 )
                 break
+    if service_cidr is not None:
+        for node, address in node_addresses:
+            if address in service_cidr:
+                problems.add(
+                    "serviceCidr",
+                    str(service_cidr),
+                    f"contains the address of node {node.name} ({node.host}); kube-proxy would capture "
+                    "traffic to that node.",
+                    f"check calico:nodes' hosts and {_set_command('serviceCidr', '<the cluster serviceSubnet>')}",
+                )
+                break
+    if pod_cidr is not None and block_size is not None and pod_cidr.prefixlen <= block_size and nodes:
+        blocks = 2 ** (block_size - pod_cidr.prefixlen)
+        if blocks < len(nodes):
+            problems.add(
+                "podCidr",
+                str(pod_cidr),
+                f"holds {blocks} block(s) of calico:blockSize = {block_size}, fewer than the {len(nodes)} nodes "
+                "in calico:nodes; each node claims at least one block.",
+                f"use a larger pool, or a larger calico:blockSize (smaller blocks), for example "
+                f"{_set_command('blockSize', min(MAX_BLOCK_SIZE, block_size + (len(nodes) - 1).bit_length()))}",
+            )
 
     ssh_key = get("sshPrivateKey") or ""
     if ssh_key and "sshPrivateKey" not in secret_keys:
@@ -756,14 +885,16 @@ def parse_settings(
         )
 
     install_dir = _as_str(problems, "calicoctlInstallDir", get("calicoctlInstallDir"))
-    if install_dir is not None and (not _SAFE_PATH.match(install_dir) or install_dir in ("/", "")):
-        problems.add(
-            "calicoctlInstallDir",
-            install_dir,
-            "must be an absolute directory made of letters, digits, '.', '_', '-' and '/'.",
-            _set_command("calicoctlInstallDir", "/usr/local/bin"),
-        )
-        install_dir = None
+    if install_dir is not None:
+        install_problem = _install_dir_problem(install_dir)
+        if install_problem:
+            problems.add(
+                "calicoctlInstallDir",
+                install_dir,
+                install_problem,
+                _set_command("calicoctlInstallDir", "/usr/local/bin"),
+            )
+            install_dir = None
 
     calicoctl_url = _as_str(problems, "calicoctlUrl", get("calicoctlUrl") or "")
     calicoctl_sha256 = _check_calicoctl(problems, calicoctl_url, get("calicoctlSha256") or {})

@@ -128,6 +128,62 @@ INVALID_CASES: list[tuple[str, dict[str, Any], list[str]]] = [
     ("pingtest-replicas-zero", {"pingtest": {"replicas": 0}}, ["calico:pingtest.replicas", "enabled"]),
     ("pingtest-unknown-field", {"pingtest": {"replica": 2}}, ["calico:pingtest.replica", "replicas"]),
     ("pingtest-image-untagged", {"pingtest": {"image": "busybox"}}, ["calico:pingtest.image", "tag"]),
+    ("pingtest-image-empty-tag", {"pingtest": {"image": "busybox:"}}, ["calico:pingtest.image", "tag"]),
+    ("pingtest-replicas-huge", {"pingtest": {"replicas": 10**9}}, ["calico:pingtest.replicas", "1000"]),
+    ("pod-cidr-loopback", {"podCidr": "127.0.0.0/16"}, ["calico:podCidr", "loopback"]),
+    ("pod-cidr-link-local", {"podCidr": "169.254.0.0/16"}, ["calico:podCidr", "link-local"]),
+    ("pod-cidr-multicast", {"podCidr": "224.0.0.0/16"}, ["calico:podCidr", "multicast"]),
+    ("pod-cidr-this-network", {"podCidr": "0.0.0.0/8"}, ["calico:podCidr", "this network"]),
+    ("service-cidr-ipv6", {"serviceCidr": "fd00::/108"}, ["calico:serviceCidr", "IPv6"]),
+    (
+        "node-in-service-cidr",
+        {"nodes": [{"name": "pi-1", "host": "10.96.0.1"}]},
+        ["calico:serviceCidr", "pi-1", "10.96.0.1"],
+    ),
+    ("node-host-broadcast", {"nodes": [{"name": "pi-1", "host": "255.255.255.255"}]}, ["calico:nodes[0].host"]),
+    ("node-host-unspecified", {"nodes": [{"name": "pi-1", "host": "0.0.0.0"}]}, ["calico:nodes[0].host"]),
+    ("node-host-multicast", {"nodes": [{"name": "pi-1", "host": "224.0.0.1"}]}, ["calico:nodes[0].host"]),
+    ("node-host-octal", {"nodes": [{"name": "pi-1", "host": "192.0.2.011"}]}, ["calico:nodes[0].host", "IPv4"]),
+    ("node-host-number", {"nodes": [{"name": "pi-1", "host": "12345"}]}, ["calico:nodes[0].host", "IPv4"]),
+    ("node-host-hex", {"nodes": [{"name": "pi-1", "host": "0x7f.1"}]}, ["calico:nodes[0].host", "IPv4"]),
+    ("node-name-newline", {"nodes": [{"name": "pi-1\n", "host": "192.0.2.11"}]}, ["calico:nodes[0].name"]),
+    ("node-user-newline", {"nodes": [{"name": "pi-1", "host": "192.0.2.11", "user": "root\n"}]}, ["nodes[0].user"]),
+    (
+        "node-host-key-newline",
+        {"nodes": [{"name": "pi-1", "host": "192.0.2.11", "hostKey": "ssh-ed25519 AAAA\ntouch /x"}]},
+        ["calico:nodes[0].hostKey"],
+    ),
+    (
+        "nodes-duplicate-host-case",
+        {"nodes": [{"name": "a", "host": "Node1.example"}, {"name": "b", "host": "node1.example"}]},
+        ["calico:nodes[1].host"],
+    ),
+    (
+        "nodes-duplicate-ipv6-spelling",
+        {"nodes": [{"name": "a", "host": "2001:db8::1"}, {"name": "b", "host": "2001:DB8:0::1"}]},
+        ["calico:nodes[1].host"],
+    ),
+    (
+        "fewer-blocks-than-nodes",
+        {"podCidr": "10.244.0.0/26", "blockSize": 26},
+        ["calico:podCidr", "calico:blockSize", "3 nodes"],
+    ),
+    ("sha-trailing-newline", {"calicoctlSha256": {"amd64": "a" * 64 + "\n"}}, ["calico:calicoctlSha256.amd64"]),
+    ("calicoctl-url-newline", {"calicoctlUrl": "https://m.example/{arch}\n/x"}, ["calico:calicoctlUrl"]),
+    ("calicoctl-url-hash", {"calicoctlUrl": "https://m.example/{arch}#x"}, ["calico:calicoctlUrl"]),
+    ("install-dir-double-slash", {"calicoctlInstallDir": "/usr//local/bin"}, ["calico:calicoctlInstallDir", "normal"]),
+    ("install-dir-trailing-slash", {"calicoctlInstallDir": "/usr/local/bin/"}, ["calico:calicoctlInstallDir"]),
+    ("install-dir-dot-dot", {"calicoctlInstallDir": "/usr/../etc"}, ["calico:calicoctlInstallDir"]),
+    ("install-dir-proc", {"calicoctlInstallDir": "/proc/x"}, ["calico:calicoctlInstallDir", "system"]),
+    ("install-dir-etc", {"calicoctlInstallDir": "/etc"}, ["calico:calicoctlInstallDir", "system"]),
+    (
+        "autodetection-ipv6-cidr",
+        {"ipAutodetectionMethod": "cidr=2001:db8::/64"},
+        ["calico:ipAutodetectionMethod", "IPv6"],
+    ),
+    ("autodetection-lookahead", {"ipAutodetectionMethod": "interface=(?!eth0).*"}, ["RE2"]),
+    ("autodetection-can-reach-shell", {"ipAutodetectionMethod": "can-reach=$(touch /x)"}, ["can-reach"]),
+    ("ssh-user-boolean", {"sshUser": False}, ["calico:sshUser", "string"]),
 ]
 
 
@@ -139,6 +195,27 @@ def test_invalid_setting_rejected(overrides: dict[str, Any], words: list[str]) -
     matching = [problem for problem in problems if all(word in problem for word in words)]
     assert matching, f"no message contains all of {words}; messages: {problems}"
     assert all("Fix:" in problem for problem in problems), f"a message lacks its fix: {problems}"
+
+
+def test_invalid_ssh_user_reported_once() -> None:
+    problems = problems_of({"sshUser": False})
+    assert not any("nodes[" in p for p in problems), f"nodes without a user repeat the sshUser problem: {problems}"
+
+
+def test_valid_odd_inputs_accepted() -> None:
+    settings = parse(
+        {
+            "nodes": [
+                {"name": "pi-1", "host": "pi-1.lan"},
+                {"name": "pi-2", "host": "2001:db8::2"},
+                {"name": "pi-3", "host": "127.0.0.1", "port": 2222},
+            ],
+            "ipAutodetectionMethod": "can-reach=pi-1.lan",
+            "calicoctlInstallDir": "/opt/calico/bin",
+        }
+    )
+    assert [node.host for node in settings.nodes] == ["pi-1.lan", "2001:db8::2", "127.0.0.1"]
+    assert settings.calicoctl_install_dir == "/opt/calico/bin"
 
 
 def test_pod_cidr_missing() -> None:
@@ -214,6 +291,7 @@ def test_shared_config_cases_all_known() -> None:
 SHARED_EXPECTATIONS: dict[str, list[str]] = {
     "mtu-vxlan-equal-to-nic": ["calico:mtu", "1450"],
     "pod-cidr-inside-service-cidr": [
+        "Service subnet, not the pod subnet",
         "calico:podCidr",
         "calico:serviceCidr",
         "10.96.0.0/12",
