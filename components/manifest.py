@@ -10,11 +10,13 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import requests
+import urllib3
 
 from components.settings import ConfigError, ManifestSource
 from components.transform import ManifestError, check_manifest, parse_manifest
@@ -22,6 +24,8 @@ from components.transform import ManifestError, check_manifest, parse_manifest
 # Seconds to wait for the TCP connection, and then between bytes of the response.
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 30.0
+# The read timeout bounds each wait for bytes, so a server that trickles them needs an overall limit.
+TOTAL_TIMEOUT = 120.0
 # The largest upstream calico.yaml is about 0.55 MB (v3.30); anything far larger is not a manifest.
 MAX_MANIFEST_BYTES = 20 * 1024 * 1024
 CACHE_ENV = "CALICO_MANIFEST_CACHE"
@@ -81,12 +85,23 @@ def _download(url: str) -> bytes:
         "Fix: check the runner's route to that host, or download the file elsewhere and set "
         "pulumi config set calico:manifest ./calico.yaml (a local path needs no network)."
     )
+    deadline = time.monotonic() + TOTAL_TIMEOUT
     try:
         with requests.get(url, timeout=(CONNECT_TIMEOUT, READ_TIMEOUT), stream=True) as response:
             response.raise_for_status()
             chunks: list[bytes] = []
             size = 0
-            for chunk in response.iter_content(chunk_size=65536):
+            while True:
+                # read1 returns whatever one socket read brings, so the deadline is checked at
+                # least once per read timeout even when the server sends a byte at a time.
+                chunk = response.raw.read1(65536, decode_content=True)
+                if not chunk:
+                    break
+                if time.monotonic() > deadline:
+                    raise ManifestDownloadError(
+                        f"downloading {url} timed out: it took longer than {TOTAL_TIMEOUT:g} s in total "
+                        f"({size} bytes received). {hint}"
+                    )
                 size += len(chunk)
                 if size > MAX_MANIFEST_BYTES:
                     raise ManifestDownloadError(
@@ -94,13 +109,13 @@ def _download(url: str) -> bytes:
                         f"than any calico.yaml. {hint}"
                     )
                 chunks.append(chunk)
-    except requests.Timeout as error:
+    except (requests.Timeout, urllib3.exceptions.ReadTimeoutError) as error:
         raise ManifestDownloadError(
             f"downloading {url} timed out (connect {CONNECT_TIMEOUT:g} s, read {READ_TIMEOUT:g} s): {error}. {hint}"
         ) from error
     except requests.HTTPError as error:
         raise ManifestDownloadError(f"downloading {url} failed: HTTP {error.response.status_code}. {hint}") from error
-    except requests.RequestException as error:
+    except (requests.RequestException, urllib3.exceptions.HTTPError) as error:
         raise ManifestDownloadError(f"downloading {url} failed: {error}. {hint}") from error
     return b"".join(chunks)
 

@@ -29,6 +29,18 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         type(self).requests_seen.append(self.path)
         if self.path == "/stall":
             time.sleep(type(self).stall_seconds)
+        if self.path == "/trickle":
+            # Headers at once, then one byte at a time, each within the read timeout.
+            self.send_response(200)
+            self.end_headers()
+            try:
+                for byte in BODY * 20:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(0.05)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            return
         if self.path == "/missing":
             self.send_error(404)
             return
@@ -121,6 +133,17 @@ def test_stalled_server_times_out(server: str, tmp_path: Path, monkeypatch: pyte
     elapsed = time.monotonic() - started
     assert elapsed < 2.5, f"the download waited {elapsed:.1f} s despite a 0.5 s read timeout"
     assert "timed out" in str(raised.value)
+
+
+def test_trickling_server_hits_total_timeout(server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(manifest_module, "READ_TIMEOUT", 0.5)
+    monkeypatch.setattr(manifest_module, "TOTAL_TIMEOUT", 1.0)
+    started = time.monotonic()
+    with pytest.raises(ManifestDownloadError) as raised:
+        load_manifest(ManifestSource(f"{server}/trickle", BODY_SHA256, is_url=True), tmp_path)
+    elapsed = time.monotonic() - started
+    assert elapsed < 3.0, f"the download ran {elapsed:.1f} s despite a 1 s total timeout"
+    assert "in total" in str(raised.value)
 
 
 def test_local_file_checked_against_given_sha(tmp_path: Path) -> None:
