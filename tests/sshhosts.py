@@ -10,14 +10,15 @@ the node's kernel modules over /sys/module (and an empty one over /lib/modules),
 fakes its machine, a `uname` that reports it. Tests read and write a node's files through `Node.path`.
 
 Everything needs root, OpenSSH's sshd and sudo. `Lab.close` removes every namespace, user, sudoers file,
-directory and process the lab created, also after a failed start.
+temporary directory and process the lab created, also after a failed start. It leaves the host paths that
+labs share: /run/sshd and the empty mountpoints of NODE_DIRECTORIES. Another lab running at the same time
+may depend on them, and removing a mountpoint would detach that lab's mounts.
 
 Run as `python -m tests.sshhosts serve ROOT ADDRESS LOG` this module is the mirror process itself.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import http.server
 import os
@@ -234,30 +235,6 @@ def _stop(process: subprocess.Popen[Any]) -> None:
             process.wait(timeout=5)
 
 
-def _make_mountpoint(lab: Lab, path: str) -> None:
-    """Create an empty directory to mount over; remove it at close when this lab created it."""
-    target = Path(path)
-    missing = []
-    for directory in [target, *target.parents]:
-        if directory.exists():
-            break
-        missing.append(directory)
-    target.mkdir(parents=True, exist_ok=True)
-    # Cleanup steps run newest first, so registering the shallowest first removes the deepest first.
-    for directory in reversed(missing):
-        lab._on_close(_rmdir_later(directory))
-
-
-def _rmdir_later(directory: Path) -> Callable[[], None]:
-    """Return a cleanup step that removes `directory` if it is still there and empty."""
-
-    def remove() -> None:
-        with contextlib.suppress(FileNotFoundError):
-            directory.rmdir()
-
-    return remove
-
-
 def _add_user(lab: Lab, name: str, home: Path) -> None:
     # '*' is no valid password hash: password login is impossible, yet the account is not locked, which
     # sshd without PAM would refuse even for key logins.
@@ -394,12 +371,11 @@ def start_lab(specs: Sequence[NodeSpec]) -> Lab:
         authorized_keys.mkdir()
         public_key = Path(f"{lab.client_key}.pub").read_text()
 
-        if not Path("/run/sshd").exists():
-            # sshd refuses to start without its privilege separation directory.
-            Path("/run/sshd").mkdir(mode=0o755)
-            lab._on_close(_rmdir_later(Path("/run/sshd")))
+        # sshd refuses a login without its privilege separation directory. Neither it nor the mountpoints are
+        # removed at close, because the sshd servers of another lab may be using them.
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
         for path in NODE_DIRECTORIES:
-            _make_mountpoint(lab, path)
+            Path(path).mkdir(parents=True, exist_ok=True)
 
         (authorized_keys / "root").write_text(public_key)
         for login in sorted({spec.login for spec in specs} - {"root"}):

@@ -51,13 +51,18 @@ def fake_calicoctl(reported_version: str) -> bytes:
     ).encode()
 
 
-@pytest.fixture(scope="module")
-def lab() -> Iterator[Lab]:
+def require_lab_host() -> None:
+    """Skip the test when this machine cannot run the SSH lab, except in CI, where that is a failure."""
     reason = missing_requirements()
     if reason:
         if os.environ.get("CI"):
             pytest.fail(f"the SSH tests must run in CI: {reason}")
         pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    require_lab_host()
     started = start_lab(SPECS)
     try:
         yield started
@@ -140,6 +145,27 @@ def file_sha256(lab: Lab, name: str, node_path: str) -> str:
 
 def staged_files(lab: Lab, name: str) -> list[str]:
     return sorted(path.name for path in lab.node(name).path("/usr/local/bin").iterdir() if path.name.startswith("."))
+
+
+# --- The lab itself ------------------------------------------------------------------------------------
+
+
+# This test runs before the module's lab starts, so the first lab here is the one that finds the host
+# without /run/sshd and the node mountpoints, as on a fresh machine.
+def test_closing_lab_spares_other_lab() -> None:
+    require_lab_host()
+    first = start_lab([NodeSpec("solo-a")])
+    try:
+        second = start_lab([NodeSpec("solo-b", control_plane=True)])
+    finally:
+        first.close()
+    try:
+        result = second.ssh(second.node("solo-b"), "cat /etc/kubernetes/admin.conf")
+
+        assert result.returncode == 0, result.output
+        assert "test stand-in for kubeadm's admin.conf" in result.stdout
+    finally:
+        second.close()
 
 
 # --- Preflight -----------------------------------------------------------------------------------------
