@@ -281,7 +281,8 @@ def test_preflight_no_encapsulation_needs_no_module(lab: Lab) -> None:
 
 
 def test_preflight_node_address_inside_pod_cidr(lab: Lab) -> None:
-    result = run_preflight(lab, "node-b", make_settings(lab, podCidr="203.0.113.0/24"))
+    # /29 blocks give the /24 pool enough blocks for the lab's six nodes.
+    result = run_preflight(lab, "node-b", make_settings(lab, podCidr="203.0.113.0/24", blockSize=29))
 
     assert result.returncode == 1
     assert "address 203.0.113.5 of interface eth1 on node-b lies inside calico:podCidr = 203.0.113.0/24" in (
