@@ -121,7 +121,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"note: {note}", file=sys.stderr)
     text = dump_manifest(objects)
     if arguments.output:
-        Path(arguments.output).write_text(text, encoding="utf-8")
+        try:
+            Path(arguments.output).write_text(text, encoding="utf-8")
+        except OSError as error:
+            print(f"error: --output {arguments.output!r}: cannot be written ({error}).", file=sys.stderr)
+            return EXIT_BAD_CONFIG
     else:
         sys.stdout.write(text)
     return 0

@@ -6,7 +6,9 @@ tests have no CLI, so they apply the same defaults here, from the same declarati
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from components.settings import KEY_PREFIX
+from components.settings import KEY_PREFIX, ConfigError
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
@@ -64,13 +66,26 @@ SECRET_PLACEHOLDER = "[secret]"
 
 
 def read_stack_file(stack: str, project_dir: Path = PROJECT_DIR) -> StackValues:
-    """Read Pulumi.<stack>.yaml; raise FileNotFoundError naming the file when it is missing."""
+    """Read Pulumi.<stack>.yaml.
+
+    Raises FileNotFoundError naming the file when it is missing, and ConfigError when it is not a
+    stack file (not UTF-8, not YAML, or without a `config:` mapping).
+    """
     path = project_dir / f"Pulumi.{stack}.yaml"
-    with open(path, encoding="utf-8") as file:
-        document = yaml.safe_load(file) or {}
+    fix = "Fix: the file must be YAML with a `config:` mapping, as `pulumi config set` writes it."
+    try:
+        with open(path, encoding="utf-8") as file:
+            document = yaml.safe_load(file) or {}
+    except (UnicodeDecodeError, yaml.YAMLError) as error:
+        raise ConfigError([f"{path}: cannot be read as YAML ({error}). {fix}"]) from error
+    if not isinstance(document, Mapping):
+        raise ConfigError([f"{path}: contains a {type(document).__name__}, not a mapping. {fix}"])
+    config = document.get("config") or {}
+    if not isinstance(config, Mapping):
+        raise ConfigError([f"{path}: `config:` is a {type(config).__name__}, not a mapping. {fix}"])
     values: dict[str, Any] = {}
     secret_keys: set[str] = set()
-    for full_key, value in (document.get("config") or {}).items():
+    for full_key, value in config.items():
         if not str(full_key).startswith(KEY_PREFIX):
             continue  # other namespaces (kubernetes:context, ...) belong to their providers
         key = str(full_key).removeprefix(KEY_PREFIX)
@@ -92,6 +107,12 @@ def apply_defaults(schema: Mapping[str, KeyDeclaration], values: Mapping[str, An
     for key, declaration in schema.items():
         if key in values:
             value = values[key]
+            if declaration.type is None and isinstance(value, str):
+                # `pulumi config set calico:nodes '<json>'` stores a JSON string, which the program's
+                # get_object parses, so the render parses it too.
+                # A string that is not JSON stays a string, so validation names the key and the value.
+                with contextlib.suppress(ValueError):
+                    value = json.loads(value)
             if declaration.type is None and isinstance(declaration.default, Mapping) and isinstance(value, Mapping):
                 value = {**copy.deepcopy(dict(declaration.default)), **value}
             merged[key] = value

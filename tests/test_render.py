@@ -93,6 +93,36 @@ def test_render_pod_cidr_in_service_cidr(tmp_path: Path) -> None:
     assert result.stdout == "", "nothing is rendered from a bad config"
 
 
+@pytest.mark.parametrize(
+    "content",
+    [b"- a\n", b"config: [calico:podCidr]\n", b"config:\n  calico:podCidr: [10.244.0.0/16\n", b"plain\n", b"\xff\xfe"],
+    ids=["list", "config-list", "unclosed", "scalar", "not-utf8"],
+)
+def test_render_malformed_stack_file(tmp_path: Path, content: bytes) -> None:
+    project = project_with_stack(tmp_path, "odd", DEV)
+    (project / "Pulumi.odd.yaml").write_bytes(content)
+    result = render("--stack", "odd", cwd=project)
+    assert result.returncode == 2, result.stderr
+    assert "Pulumi.odd.yaml" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_render_json_string_nodes(tmp_path: Path) -> None:
+    config = DEV | {"calico:nodes": '[{"name": "pi-1", "host": "192.0.2.11"}]', "calico:manifest": "missing.yaml"}
+    project = project_with_stack(tmp_path, "json", config)
+    result = render("--stack", "json", cwd=project)
+    assert "calico:nodes" not in result.stderr, "a JSON string for an object key is parsed as the program does"
+    assert "calico:manifest" in result.stderr, "validation still runs: the manifest file is missing"
+
+
+def test_render_unwritable_output() -> None:
+    fixture = REPO / "tests" / "fixtures" / "manifest-helm3.yaml"
+    result = render("--stack", "dev", "--manifest", str(fixture), "--output", "/nonexistent/dir/out.yaml")
+    assert result.returncode == 2, result.stderr
+    assert "--output" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_render_unknown_stack(tmp_path: Path) -> None:
     project = project_with_stack(tmp_path, "dev", DEV)
     result = render("--stack", "prod", cwd=project)
