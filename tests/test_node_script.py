@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -147,6 +148,32 @@ def staged_files(lab: Lab, name: str) -> list[str]:
     return sorted(path.name for path in lab.node(name).path("/usr/local/bin").iterdir() if path.name.startswith("."))
 
 
+def sudo_calls(script: str) -> list[str]:
+    """Return every use of sudo in the code of `script`, with the word after it.
+
+    Comments and double-quoted strings (the messages) are dropped first, so prose about sudo is not a call,
+    and neither is a value such as `privilege=sudo`.
+    """
+    calls = []
+    for line in script.splitlines():
+        code = re.sub(r'"(?:[^"\\]|\\.)*"', '""', line)
+        code = code.split("#", 1)[0]
+        matches = re.findall(r"(?:command -v )?(?<![=\w-])sudo\b(?:\s+\S+)?", code)
+        calls += [" ".join(match.split()) for match in matches]
+    return calls
+
+
+def assert_sudo_never_prompts(script: str) -> None:
+    """Fail unless every sudo call in `script` is `sudo -n`, which fails instead of reading a password."""
+    calls = sudo_calls(script)
+    runs = [call for call in calls if not call.startswith("command -v")]
+    assert runs, f"no sudo call found in the script, so the check below would prove nothing: {calls}"
+    for call in runs:
+        assert call.startswith("sudo -n"), f"{call!r} may prompt for a password or read one from stdin"
+    assert "SUDO_ASKPASS" not in script
+    assert "sudo -S" not in script
+
+
 # --- The lab itself ------------------------------------------------------------------------------------
 
 
@@ -231,7 +258,8 @@ def test_preflight_sudo_password_fails_fast(lab: Lab) -> None:
     assert result.returncode == 1
     assert f"passwordless sudo required for {user} on node-pw" in result.stderr
     assert result.seconds < 10, f"the sudo check took {result.seconds:.1f} s"
-    assert "password" not in nodes.preflight_script(settings, settings_node(settings, "node-pw")).split("{", 1)[0]
+    assert "sudo" not in nodes.PREFLIGHT_COMMAND
+    assert_sudo_never_prompts(nodes.preflight_script(settings, settings_node(settings, "node-pw")))
 
 
 def test_install_sudo_password_fails_fast(lab: Lab, mirror: Mirror, binaries: dict[str, str]) -> None:
@@ -244,6 +272,9 @@ def test_install_sudo_password_fails_fast(lab: Lab, mirror: Mirror, binaries: di
     assert f"passwordless sudo required for {lab.node('node-pw').user} on node-pw" in result.stderr
     assert result.seconds < 10
     assert len(mirror.requests()) == requests_before
+    assert "sudo" not in nodes.INSTALL_COMMAND
+    assert_sudo_never_prompts(nodes.install_script(settings, settings_node(settings, "node-pw"), ARCH))
+    assert_sudo_never_prompts(nodes.remove_command(settings, settings_node(settings, "node-pw"), ARCH))
 
 
 def test_preflight_node_mtu_smaller_than_config(lab: Lab) -> None:
