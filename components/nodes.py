@@ -5,7 +5,7 @@ For each node, `NodeSetup` registers two `pulumi_command.remote.Command` resourc
 - `<name>-<node>-preflight` runs scripts/preflight.sh. It changes nothing, prints the node's facts as
   JSON and fails when the node cannot run Calico as configured (32-bit OS, NIC MTU below
   calico:nodeMtu, node address inside the pod CIDR, sudo that asks for a password, missing overlay
-  kernel module, no calicoctl checksum for the node's architecture).
+  kernel module, no calicoctl checksum for the node's architecture, a tool the install needs missing).
 - `<name>-<node>-calicoctl` runs scripts/install.sh after the preflight, and scripts/remove.sh on
   delete. Its triggers are the release, the architecture, the URL template, the expected sha256 and
   the install directory, so only a change of one of them reinstalls.

@@ -29,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -208,6 +208,26 @@ class Lab:
         started = time.monotonic()
         completed = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=timeout, check=False)
         return Result(completed.returncode, completed.stdout, completed.stderr, time.monotonic() - started)
+
+    def command_directory(self, name: str, hidden: Collection[str] = (), links: Mapping[str, str] | None = None) -> str:
+        """Create a directory for PATH with this machine's commands minus `hidden`, plus `links`; return it.
+
+        A test runs a script with `env PATH=<directory> sh` to see it on a node that lacks a tool, or that
+        has another build of one: `links` maps a command name to the program it runs. /usr/local is left
+        out, because every node mounts its own /usr/local/bin.
+        """
+        directory = self.root / "commands" / name
+        directory.mkdir(parents=True)
+        for command, program in (links or {}).items():
+            (directory / command).symlink_to(program)
+        for source in ("/usr/sbin", "/usr/bin", "/sbin", "/bin"):
+            if not Path(source).is_dir():
+                continue
+            for entry in Path(source).iterdir():
+                link = directory / entry.name
+                if entry.name not in hidden and not link.is_symlink():
+                    link.symlink_to(entry)
+        return str(directory)
 
     def close(self) -> None:
         """Undo everything, newest first; one failing step does not stop the others."""

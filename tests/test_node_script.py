@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import platform
 import re
+import shutil
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -116,14 +117,29 @@ def settings_node(settings: Settings, name: str) -> Node:
     return next(node for node in settings.nodes if node.name == name)
 
 
-def run_preflight(lab: Lab, name: str, settings: Settings) -> Result:
+def run_preflight(lab: Lab, name: str, settings: Settings, environment: str = "") -> Result:
+    """Run the preflight script on node `name`; `environment` is prepended as `env` assignments."""
     script = nodes.preflight_script(settings, settings_node(settings, name))
-    return lab.ssh(lab.node(name), nodes.PREFLIGHT_COMMAND, script)
+    command = f"/usr/bin/env {environment} {nodes.PREFLIGHT_COMMAND}" if environment else nodes.PREFLIGHT_COMMAND
+    return lab.ssh(lab.node(name), command, script)
 
 
-def run_install(lab: Lab, name: str, settings: Settings) -> Result:
+def busybox_program() -> str:
+    """Return the path of busybox; skip without it, except in CI, where that is a failure."""
+    program = shutil.which("busybox")
+    if program is None:
+        reason = "busybox is not installed (apt-get install busybox)"
+        if os.environ.get("CI"):
+            pytest.fail(f"the BusyBox wget tests must run in CI: {reason}")
+        pytest.skip(reason)
+    return program
+
+
+def run_install(lab: Lab, name: str, settings: Settings, environment: str = "") -> Result:
+    """Run the install script on node `name`; `environment` is prepended as `env` assignments."""
     script = nodes.install_script(settings, settings_node(settings, name), ARCH)
-    return lab.ssh(lab.node(name), nodes.INSTALL_COMMAND, script)
+    command = f"/usr/bin/env {environment} {nodes.INSTALL_COMMAND}" if environment else nodes.INSTALL_COMMAND
+    return lab.ssh(lab.node(name), command, script)
 
 
 def run_remove(lab: Lab, name: str, settings: Settings) -> Result:
@@ -346,6 +362,36 @@ def test_preflight_failure_spares_other_nodes(lab: Lab) -> None:
     assert results["node-armv7"].stderr.strip().splitlines()[-1].startswith("ERROR: Calico publishes no images")
 
 
+def test_preflight_sha256sum_missing(lab: Lab) -> None:
+    commands = lab.command_directory("no-sha256sum", hidden={"sha256sum"})
+
+    result = run_preflight(lab, "node-a", make_settings(lab), f"PATH={commands}")
+
+    assert result.returncode == 1
+    assert "sha256sum is not installed on node-a" in result.stderr
+    assert "apt-get install coreutils" in result.stderr
+
+
+def test_preflight_curl_and_wget_missing(lab: Lab) -> None:
+    commands = lab.command_directory("no-download", hidden={"curl", "wget"})
+
+    result = run_preflight(lab, "node-a", make_settings(lab), f"PATH={commands}")
+
+    assert result.returncode == 1
+    assert "neither curl nor wget is installed on node-a" in result.stderr
+    assert "apt-get install curl" in result.stderr
+    assert facts_of(result)["downloader"] == ""
+
+
+def test_preflight_reports_busybox_wget(lab: Lab) -> None:
+    commands = lab.command_directory("busybox-wget", hidden={"curl", "wget"}, links={"wget": busybox_program()})
+
+    result = run_preflight(lab, "node-a", make_settings(lab), f"PATH={commands}")
+
+    assert result.returncode == 0, result.output
+    assert facts_of(result)["downloader"] == "busybox wget"
+
+
 def test_unreachable_node_fails_within_dial_timeout(lab: Lab) -> None:
     node = lab.node("node-down")
     timeout = nodes.PER_DIAL_TIMEOUT_SECONDS
@@ -390,6 +436,19 @@ def test_install_two_nodes_then_rerun(lab: Lab, mirror: Mirror, binaries: dict[s
         assert result.returncode == 0, result.output
         assert "nothing downloaded" in result.stdout
     assert mirror.requests()[before_second:] == []
+
+
+def test_install_with_busybox_wget(lab: Lab, mirror: Mirror, binaries: dict[str, str]) -> None:
+    # BusyBox 1.35 of Debian 12 has no wget -T and crashes when given one.
+    commands = lab.command_directory("install-busybox", hidden={"curl", "wget"}, links={"wget": busybox_program()})
+    settings = mirror_settings(lab, mirror, "v3.31.7", binaries["v3.31.7"])
+    before = len(mirror.requests())
+
+    result = run_install(lab, "node-a", settings, f"PATH={commands}")
+
+    assert result.returncode == 0, result.output
+    assert mirror.requests()[before:] == [f"GET /calicoctl/v3.31.7/calicoctl-linux-{ARCH} 200"]
+    assert file_sha256(lab, "node-a", CALICOCTL) == binaries["v3.31.7"]
 
 
 def test_install_version_change_reinstalls(lab: Lab, mirror: Mirror, binaries: dict[str, str]) -> None:

@@ -45,10 +45,18 @@ sha256_of() {
 download() {
     if command -v curl >/dev/null 2>&1; then
         curl -fsSL --connect-timeout 20 --max-time 600 --retry 2 -o "$2" "$1"
-    elif command -v wget >/dev/null 2>&1; then
-        wget -q -T 60 -t 3 -O "$2" "$1"
+    elif ! command -v wget >/dev/null 2>&1; then
+        die "neither curl nor wget is installed on $NODE_NAME; install one of them: apt-get install curl"
+    elif wget --help 2>&1 | grep -q BusyBox; then
+        # BusyBox wget takes no -t, and builds without its timeout feature take no -T: BusyBox 1.35 of
+        # Debian 12 crashes when given one. So it gets only -q and -O, and `timeout` bounds it instead.
+        if command -v timeout >/dev/null 2>&1; then
+            timeout 600 wget -q -O "$2" "$1"
+        else
+            wget -q -O "$2" "$1"
+        fi
     else
-        die "neither curl nor wget is installed on $NODE_NAME; install one of them (apt-get install curl)."
+        wget -q -T 60 -t 3 -O "$2" "$1"
     fi
 }
 

@@ -251,6 +251,23 @@ if [ -n "$foreign_cni" ]; then
     add_warning "/etc/cni/net.d on $NODE_NAME holds CNI configurations that are not Calico's: $(printf '%s' "$foreign_cni" | tr '\n' ' ' | sed 's/ $//'). A container runtime's bridge config hands pods addresses outside the Calico pool; move them out of /etc/cni/net.d unless another CNI plugin is meant to run next to Calico."
 fi
 
+# --- Tools the calicoctl install needs -----------------------------------------------------------------
+# The Calico objects wait only for the preflights, so a node that cannot run the install must fail here.
+for tool in sha256sum mktemp; do
+    command -v "$tool" >/dev/null 2>&1 ||
+        add_problem "$tool is not installed on $NODE_NAME; the calicoctl install needs it. Install it: apt-get install coreutils"
+done
+if command -v curl >/dev/null 2>&1; then
+    downloader=curl
+elif ! command -v wget >/dev/null 2>&1; then
+    downloader=""
+    add_problem "neither curl nor wget is installed on $NODE_NAME; the calicoctl install downloads with one of them. Install curl: apt-get install curl"
+elif wget --help 2>&1 | grep -q BusyBox; then
+    downloader="busybox wget"
+else
+    downloader=wget
+fi
+
 # --- Kubernetes tools ----------------------------------------------------------------------------------
 admin_conf=false
 [ ! -e "$KUBECONFIG_PATH" ] || admin_conf=true
@@ -268,7 +285,7 @@ printf '"upInterfaces":[%s],' "$up_json"
 printf '"firstFound":{"interface":%s,"address":%s},' "$(json_string "$first_found_interface")" "$(json_string "$first_found_address")"
 printf '"kernelModule":%s,"kernelModuleState":%s,' "$(json_string "$KERNEL_MODULE")" "$(json_string "$module_status")"
 printf '"foreignCniFiles":%s,' "$(json_lines "$foreign_cni")"
-printf '"adminConf":%s,"kubectl":%s,' "$admin_conf" "$(json_string "$kubectl_path")"
+printf '"adminConf":%s,"kubectl":%s,"downloader":%s,' "$admin_conf" "$(json_string "$kubectl_path")" "$(json_string "$downloader")"
 printf '"warnings":%s,"problems":%s' "$(json_lines "$warnings")" "$(json_lines "$problems")"
 printf '}\n'
 
