@@ -12,6 +12,7 @@ import re
 import shutil
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -574,6 +575,47 @@ def test_existing_config_left_unchanged(lab: Lab, mirror: Mirror, binaries: dict
     assert f"left the existing {nodes.CALICOCTL_CONFIG} unchanged" in installed.stdout
     assert removed.returncode == 0, removed.output
     assert lab.node("node-a").path(nodes.CALICOCTL_CONFIG).read_text() == own_config
+
+
+def test_install_unwritable_record_fails(lab: Lab, mirror: Mirror, binaries: dict[str, str]) -> None:
+    settings = mirror_settings(lab, mirror, "v3.31.7", binaries["v3.31.7"])
+    node = lab.node("node-b")
+    # The node's /etc/calico becomes read-only in its own mount namespace only.
+    remount = "sudo -n mount -o remount,bind,{} /etc/calico"
+    assert lab.ssh(node, remount.format("ro")).returncode == 0
+    try:
+        result = run_install(lab, "node-b", settings)
+    finally:
+        assert lab.ssh(node, remount.format("rw")).returncode == 0
+
+    assert result.returncode == 1, result.output
+    assert f"could not write the install record {nodes.INSTALL_RECORD} on node-b" in result.stderr
+    assert "installed calicoctl" not in result.stdout
+    assert not node.path(CALICOCTL).exists()
+    assert not node.path(nodes.INSTALL_RECORD).exists()
+    assert staged_files(lab, "node-b") == []
+    assert sorted(path.name for path in node.path("/etc/calico").iterdir()) == []
+
+
+def test_install_without_temporary_directory(lab: Lab, mirror: Mirror, binaries: dict[str, str]) -> None:
+    settings = mirror_settings(lab, mirror, "v3.31.7", binaries["v3.31.7"])
+    # An install that ignored the failed mktemp would write its download and record to the root directory.
+    strays = [Path("/calicoctl"), Path("/record")]
+    existing = [path for path in strays if path.exists()]
+    before = len(mirror.requests())
+
+    try:
+        result = run_install(lab, "node-a", settings, "TMPDIR=/nonexistent")
+    finally:
+        created = [path for path in strays if path.exists() and path not in existing]
+        for path in created:
+            path.unlink()
+
+    assert result.returncode == 1, result.output
+    assert "mktemp -d failed on node-a (TMPDIR is '/nonexistent')" in result.stderr
+    assert created == []
+    assert mirror.requests()[before:] == []
+    assert not lab.node("node-a").path(CALICOCTL).exists()
 
 
 # --- Destroy -------------------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 # shellcheck shell=sh
 # Install one calicoctl release on this node, verified by sha256, and give it a Kubernetes-datastore
 # config. Running it again with the same settings downloads nothing when the installed binary already
-# has the expected sha256. A failed download or verification leaves the node as it was, because the
-# binary is staged next to the target and renamed over it only after every check passed.
+# has the expected sha256. A failed download, verification or write leaves the node as it was, because
+# the binary, the config and the install record are all staged next to their targets first, and
+# renamed over them only after every check passed and every staged file was written.
 #
 # components/nodes.py prepends these settings as shell assignments:
 #   NODE_NAME                  the Kubernetes node name, used in every message
@@ -81,16 +82,27 @@ check_client_version() {
     fi
 }
 
-# Replace the install record with the lines in $1.
-write_record() {
-    printf '%s' "$1" >"$work/record"
-    as_root cp "$work/record" "$INSTALL_RECORD.new"
-    as_root chmod 0644 "$INSTALL_RECORD.new"
-    as_root mv -f "$INSTALL_RECORD.new" "$INSTALL_RECORD"
+# Copy file $1 to a new file in the directory of $2, named after $2, with mode $3, as root. The new
+# file's name goes in staged_copy, and in temporary_files, which the EXIT trap removes. mktemp picks an
+# unused name and creates the file, so the copy never lands on a file or link someone else put there.
+stage_copy() {
+    staged_copy=$(as_root mktemp "$2.XXXXXX") || return 1
+    temporary_files="$temporary_files $staged_copy"
+    as_root cp "$1" "$staged_copy" && as_root chmod "$3" "$staged_copy"
 }
 
-for tool in sha256sum awk; do
-    command -v "$tool" >/dev/null 2>&1 || die "$tool is not installed; the calicoctl install needs sha256sum (coreutils) and awk."
+# shellcheck disable=SC2329 # the EXIT trap calls it
+remove_temporary_files() {
+    rm -rf "$work"
+    for file in $temporary_files; do
+        as_root rm -f "$file"
+    done
+    # rmdir removes the directory only while it is empty, so only after a failed first install.
+    [ -z "$created_record_dir" ] || as_root rmdir "$created_record_dir" 2>/dev/null || true
+}
+
+for tool in sha256sum awk mktemp; do
+    command -v "$tool" >/dev/null 2>&1 || die "$tool is not installed; the calicoctl install needs sha256sum and mktemp (coreutils) and awk."
 done
 
 case "$(uname -m)" in
@@ -106,10 +118,13 @@ if [ ! -d "$INSTALL_DIR" ]; then
     die "calico:calicoctlInstallDir = $INSTALL_DIR does not exist on $NODE_NAME. Create it, or choose an existing directory: pulumi config set calico:calicoctlInstallDir /usr/local/bin"
 fi
 
-work=$(mktemp -d)
+work=$(mktemp -d) ||
+    die "mktemp -d failed on $NODE_NAME (TMPDIR is '${TMPDIR:-}'), so the download has nowhere to go; nothing was installed. Make TMPDIR, or /tmp when it is unset, a writable directory."
 target="$INSTALL_DIR/calicoctl"
 staged="$INSTALL_DIR/.calicoctl.$INSTALL_ID.new"
-trap 'rm -rf "$work"; as_root rm -f "$staged"' EXIT
+temporary_files=$staged
+created_record_dir=""
+trap 'remove_temporary_files' EXIT
 trap 'exit 1' HUP INT TERM
 
 record=""
@@ -141,36 +156,39 @@ case "$expected" in
 esac
 [ "${#expected}" -eq 64 ] || die "the expected sha256 '$expected' ($source) is not 64 hexadecimal digits."
 
-# --- The binary ----------------------------------------------------------------------------------------
-if [ "$current_sha" = "$expected" ]; then
-    say "calicoctl $CALICOCTL_VERSION ($ARCH) is already installed at $target with the expected sha256; nothing downloaded."
-else
+# --- The binary, verified and staged next to the target -------------------------------------------------
+replace_binary=no
+if [ "$current_sha" != "$expected" ]; then
     download "$CALICOCTL_URL" "$work/calicoctl" ||
         die "could not download $CALICOCTL_URL on $NODE_NAME; check that the node reaches it, or set calico:calicoctlUrl to a mirror it reaches. $target is unchanged."
     actual=$(sha256_of "$work/calicoctl")
     if [ "$actual" != "$expected" ]; then
         die "sha256 mismatch for $CALICOCTL_URL on $NODE_NAME: expected $expected ($source), downloaded $actual. Nothing was installed; $target is unchanged."
     fi
-    as_root cp "$work/calicoctl" "$staged"
-    as_root chmod 0755 "$staged"
+    if ! as_root cp "$work/calicoctl" "$staged" || ! as_root chmod 0755 "$staged"; then
+        die "could not write $staged on $NODE_NAME; is $INSTALL_DIR read-only or full? $target is unchanged."
+    fi
     [ "$(sha256_of "$staged")" = "$expected" ] || die "the copy of calicoctl in $INSTALL_DIR does not match its download; is the disk full? $target is unchanged."
     check_client_version "$staged"
-    as_root mv -f "$staged" "$target"
-    say "installed calicoctl $CALICOCTL_VERSION ($ARCH) at $target from $CALICOCTL_URL, sha256 $expected verified against $source."
+    replace_binary=yes
 fi
 
-# --- The install record --------------------------------------------------------------------------------
+# --- The install record and the datastore config, staged -------------------------------------------------
 # `remove` deletes only what this record lists as put here by an install, and only while it is unchanged.
+# Everything is staged before anything changes, so a directory that cannot be written fails the install
+# while the node is still as it was.
+not_written="nothing was installed and $target is unchanged. Check that root can write there and that the file system is neither read-only nor full."
 record_dir=${INSTALL_RECORD%/*}
 if [ ! -d "$record_dir" ]; then
-    as_root mkdir -p "$record_dir"
+    as_root mkdir -p "$record_dir" || die "could not create $record_dir on $NODE_NAME; $not_written"
+    created_record_dir=$record_dir
     record="directory $record_dir"
 fi
 record=$(printf '%s\n' "$record" | awk -v path="$target" '!($1 == "binary" && $2 == path) && NF > 0')
 record="${record:+$record
 }binary $target $INSTALL_ID $expected"
 
-# --- The datastore config ------------------------------------------------------------------------------
+staged_config=""
 if [ -e "$KUBECONFIG_PATH" ]; then
     printf 'apiVersion: projectcalico.org/v3\nkind: CalicoAPIConfig\nmetadata:\nspec:\n  datastoreType: kubernetes\n  kubeconfig: %s\n' \
         "$KUBECONFIG_PATH" >"$work/calicoctl.cfg"
@@ -181,19 +199,46 @@ if [ -e "$KUBECONFIG_PATH" ]; then
         say "WARNING: left the existing $CALICOCTL_CONFIG unchanged; it differs from the Kubernetes-datastore config this program writes, and calicoctl on $NODE_NAME uses it."
     else
         config_dir=${CALICOCTL_CONFIG%/*}
-        [ -d "$config_dir" ] || as_root mkdir -p "$config_dir"
-        as_root cp "$work/calicoctl.cfg" "$CALICOCTL_CONFIG.new"
-        as_root chmod 0644 "$CALICOCTL_CONFIG.new"
-        as_root mv -f "$CALICOCTL_CONFIG.new" "$CALICOCTL_CONFIG"
+        [ -d "$config_dir" ] || as_root mkdir -p "$config_dir" || die "could not create $config_dir on $NODE_NAME; $not_written"
+        stage_copy "$work/calicoctl.cfg" "$CALICOCTL_CONFIG" 0644 || die "could not write $CALICOCTL_CONFIG on $NODE_NAME; $not_written"
+        staged_config=$staged_copy
         record="$record
 config $CALICOCTL_CONFIG $config_sha"
-        say "wrote $CALICOCTL_CONFIG: the Kubernetes datastore through $KUBECONFIG_PATH."
     fi
 else
     say "NOTE: $KUBECONFIG_PATH does not exist on $NODE_NAME (not a control-plane node), so no datastore config was written and calicoctl here needs one: run calicoctl on a control-plane node, or write a calicoctl config that names a kubeconfig with rights to Calico's resources and pass it with --config."
 fi
-write_record "$record
-"
+
+printf '%s\n' "$record" >"$work/record" || die "could not write $work/record on $NODE_NAME; $not_written"
+stage_copy "$work/record" "$INSTALL_RECORD" 0644 || die "could not write the install record $INSTALL_RECORD on $NODE_NAME; $not_written"
+staged_record=$staged_copy
+previous_record=""
+if [ -f "$INSTALL_RECORD" ]; then
+    stage_copy "$INSTALL_RECORD" "$INSTALL_RECORD" 0644 || die "could not copy the install record $INSTALL_RECORD on $NODE_NAME; $not_written"
+    previous_record=$staged_copy
+fi
+
+# --- The changes: the record first, so that it lists everything this install may have put here -----------
+as_root mv -f "$staged_record" "$INSTALL_RECORD" || die "could not replace the install record $INSTALL_RECORD on $NODE_NAME; $not_written"
+if [ "$replace_binary" = yes ]; then
+    if ! as_root mv -f "$staged" "$target"; then
+        if [ -n "$previous_record" ]; then
+            as_root mv -f "$previous_record" "$INSTALL_RECORD"
+        else
+            as_root rm -f "$INSTALL_RECORD"
+        fi
+        die "could not rename $staged to $target on $NODE_NAME; $target is unchanged."
+    fi
+    say "installed calicoctl $CALICOCTL_VERSION ($ARCH) at $target from $CALICOCTL_URL, sha256 $expected verified against $source."
+else
+    say "calicoctl $CALICOCTL_VERSION ($ARCH) is already installed at $target with the expected sha256; nothing downloaded."
+fi
+created_record_dir=""
+if [ -n "$staged_config" ]; then
+    as_root mv -f "$staged_config" "$CALICOCTL_CONFIG" ||
+        die "could not write $CALICOCTL_CONFIG on $NODE_NAME, so calicoctl there has no datastore config; run pulumi up again once root can write it."
+    say "wrote $CALICOCTL_CONFIG: the Kubernetes datastore through $KUBECONFIG_PATH."
+fi
 
 # --- The installed calicoctl ---------------------------------------------------------------------------
 check_client_version "$target"
