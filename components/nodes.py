@@ -153,6 +153,7 @@ def preflight_script(settings: Settings, node: Node) -> str:
             "ALTERNATIVE_MODULE": alternative_module,
             "AUTODETECTION_METHOD": settings.ip_autodetection_method or "",
             "CHECKSUM_ARCHITECTURES": checksum_architectures(settings),
+            "INSTALL_DIR": settings.calicoctl_install_dir,
             "CALICOCTL_VERSION": settings.version,
             "KUBECONFIG_PATH": KUBECONFIG_PATH,
         },

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import platform
+import pwd
 import re
 import shutil
 from collections.abc import Iterator
@@ -393,6 +394,39 @@ def test_preflight_reports_busybox_wget(lab: Lab) -> None:
     assert facts_of(result)["downloader"] == "busybox wget"
 
 
+@pytest.mark.parametrize(
+    ("mode", "owner", "found"),
+    [
+        (0o1777, "root", "has mode drwxrwxrwt"),
+        (0o775, "root", "has mode drwxrwxr-x"),
+        (0o755, "sudo", "is owned by uid"),
+    ],
+    ids=["other-writable", "group-writable", "user-owned"],
+)
+def test_preflight_unsafe_install_dir(lab: Lab, mode: int, owner: str, found: str) -> None:
+    directory = lab.node("node-a").path("/usr/local/bin")
+    uid = 0 if owner == "root" else pwd.getpwnam(lab.node("node-b").user).pw_uid
+    try:
+        directory.chmod(mode)
+        os.chown(directory, uid, 0)
+        result = run_preflight(lab, "node-a", make_settings(lab))
+    finally:
+        directory.chmod(0o755)
+        os.chown(directory, 0, 0)
+
+    assert result.returncode == 1
+    assert "calico:calicoctlInstallDir = /usr/local/bin on node-a" in result.stderr
+    assert f"/usr/local/bin {found}" in result.stderr
+    assert "chown root:root /usr/local/bin && chmod go-w /usr/local/bin" in result.stderr
+
+
+def test_preflight_missing_install_dir(lab: Lab) -> None:
+    result = run_preflight(lab, "node-a", make_settings(lab, calicoctlInstallDir="/usr/local/bin/missing"))
+
+    assert result.returncode == 1
+    assert "calico:calicoctlInstallDir = /usr/local/bin/missing does not exist on node-a" in result.stderr
+
+
 def test_unreachable_node_fails_within_dial_timeout(lab: Lab) -> None:
     node = lab.node("node-down")
     timeout = nodes.PER_DIAL_TIMEOUT_SECONDS
@@ -575,6 +609,44 @@ def test_existing_config_left_unchanged(lab: Lab, mirror: Mirror, binaries: dict
     assert f"left the existing {nodes.CALICOCTL_CONFIG} unchanged" in installed.stdout
     assert removed.returncode == 0, removed.output
     assert lab.node("node-a").path(nodes.CALICOCTL_CONFIG).read_text() == own_config
+
+
+def plant_staged_link(lab: Lab, settings: Settings) -> Path:
+    """Put a link at the staged name older installs used, aimed at a file of the node; return that file."""
+    node = lab.node("node-a")
+    victim = node.path("/etc/kubernetes/victim.conf")
+    victim.write_text("must stay\n")
+    staged = node.path(f"/usr/local/bin/.calicoctl.{nodes.install_id(settings, ARCH)}.new")
+    staged.symlink_to("/etc/kubernetes/victim.conf")
+    return victim
+
+
+def test_install_rejects_writable_install_dir(lab: Lab, mirror: Mirror, binaries: dict[str, str]) -> None:
+    settings = mirror_settings(lab, mirror, "v3.31.7", binaries["v3.31.7"])
+    directory = lab.node("node-a").path("/usr/local/bin")
+    victim = plant_staged_link(lab, settings)
+    try:
+        directory.chmod(0o1777)
+        result = run_install(lab, "node-a", settings)
+    finally:
+        directory.chmod(0o755)
+
+    assert result.returncode == 1
+    assert "calico:calicoctlInstallDir = /usr/local/bin on node-a: /usr/local/bin has mode drwxrwxrwt" in result.stderr
+    assert victim.read_text() == "must stay\n"
+    assert not lab.node("node-a").path(CALICOCTL).exists()
+
+
+def test_install_ignores_planted_staged_link(lab: Lab, mirror: Mirror, binaries: dict[str, str]) -> None:
+    settings = mirror_settings(lab, mirror, "v3.31.7", binaries["v3.31.7"])
+    victim = plant_staged_link(lab, settings)
+
+    result = run_install(lab, "node-a", settings)
+
+    assert result.returncode == 0, result.output
+    assert victim.read_text() == "must stay\n"
+    assert not lab.node("node-a").path(CALICOCTL).is_symlink()
+    assert file_sha256(lab, "node-a", CALICOCTL) == binaries["v3.31.7"]
 
 
 def test_install_unwritable_record_fails(lab: Lab, mirror: Mirror, binaries: dict[str, str]) -> None:

@@ -39,8 +39,9 @@ else
     die "passwordless sudo required for $user on $NODE_NAME. Add a sudoers rule such as '$user ALL=(ALL) NOPASSWD: ALL' in /etc/sudoers.d/, or connect as root (calico:sshUser or calico:nodes[].user)."
 fi
 
+# As root, because the staged binary lies in a directory that only root can enter.
 sha256_of() {
-    sha256sum "$1" | awk '{ print $1 }'
+    as_root sha256sum "$1" | awk '{ print $1 }'
 }
 
 download() {
@@ -82,6 +83,43 @@ check_client_version() {
     fi
 }
 
+# Print why root must not write into directory $1, or nothing when it may. $1 with its symbolic links
+# resolved, and every directory above it, must belong to root and be writable by no group and no other
+# user: otherwise someone else could replace the files root puts there, or plant links where root writes.
+# preflight.sh has the same function.
+unsafe_directory() {
+    real_dir=$(cd -P -- "$1" 2>/dev/null && pwd -P) || {
+        printf '%s cannot be entered by %s.' "$1" "$(id -un)"
+        return
+    }
+    checked=$real_dir
+    while :; do
+        listing=$(ls -ldn -- "$checked" 2>/dev/null) || {
+            printf '%s cannot be listed by %s.' "$checked" "$(id -un)"
+            return
+        }
+        mode=$(printf '%s\n' "$listing" | awk '{ print $1 }')
+        owner=$(printf '%s\n' "$listing" | awk '{ print $3 }')
+        found=""
+        if [ "$owner" != 0 ]; then
+            found="is owned by uid $owner (mode $mode)"
+        else
+            # ls prints the mode as drwxrwxrwx: the 6th character is the group's w, the 9th the others'.
+            case "$mode" in
+                ?????w* | ????????w*) found="has mode $mode" ;;
+            esac
+        fi
+        if [ -n "$found" ]; then
+            printf '%s %s, but root writes calicoctl into %s, so it and every directory above it must be owned by root and writable by no one else. Fix: chown root:root %s && chmod go-w %s, or choose another directory: pulumi config set calico:calicoctlInstallDir /usr/local/bin' \
+                "$checked" "$found" "$real_dir" "$checked" "$checked"
+            return
+        fi
+        [ "$checked" != / ] || return 0
+        checked=${checked%/*}
+        [ -n "$checked" ] || checked=/
+    done
+}
+
 # Copy file $1 to a new file in the directory of $2, named after $2, with mode $3, as root. The new
 # file's name goes in staged_copy, and in temporary_files, which the EXIT trap removes. mktemp picks an
 # unused name and creates the file, so the copy never lands on a file or link someone else put there.
@@ -94,6 +132,7 @@ stage_copy() {
 # shellcheck disable=SC2329 # the EXIT trap calls it
 remove_temporary_files() {
     rm -rf "$work"
+    [ -z "$staging_dir" ] || as_root rm -rf "$staging_dir"
     for file in $temporary_files; do
         as_root rm -f "$file"
     done
@@ -117,12 +156,20 @@ fi
 if [ ! -d "$INSTALL_DIR" ]; then
     die "calico:calicoctlInstallDir = $INSTALL_DIR does not exist on $NODE_NAME. Create it, or choose an existing directory: pulumi config set calico:calicoctlInstallDir /usr/local/bin"
 fi
+# The preflight checked this too, but the directory may have changed since its last run.
+unsafe=$(unsafe_directory "$INSTALL_DIR")
+[ -z "$unsafe" ] || die "calico:calicoctlInstallDir = $INSTALL_DIR on $NODE_NAME: $unsafe"
+record_dir=${INSTALL_RECORD%/*}
+if [ -d "$record_dir" ]; then
+    unsafe=$(unsafe_directory "$record_dir")
+    [ -z "$unsafe" ] || die "the directory of the install record on $NODE_NAME is unsafe: $unsafe"
+fi
 
 work=$(mktemp -d) ||
     die "mktemp -d failed on $NODE_NAME (TMPDIR is '${TMPDIR:-}'), so the download has nowhere to go; nothing was installed. Make TMPDIR, or /tmp when it is unset, a writable directory."
 target="$INSTALL_DIR/calicoctl"
-staged="$INSTALL_DIR/.calicoctl.$INSTALL_ID.new"
-temporary_files=$staged
+temporary_files=""
+staging_dir=""
 created_record_dir=""
 trap 'remove_temporary_files' EXIT
 trap 'exit 1' HUP INT TERM
@@ -165,6 +212,11 @@ if [ "$current_sha" != "$expected" ]; then
     if [ "$actual" != "$expected" ]; then
         die "sha256 mismatch for $CALICOCTL_URL on $NODE_NAME: expected $expected ($source), downloaded $actual. Nothing was installed; $target is unchanged."
     fi
+    # The staged copy goes in a new directory that only root can enter, so nobody can have put a file or
+    # a link at its name.
+    staging_dir=$(as_root mktemp -d "$INSTALL_DIR/.calicoctl.XXXXXX") ||
+        die "could not create a directory in $INSTALL_DIR on $NODE_NAME; is it read-only or full? $target is unchanged."
+    staged="$staging_dir/calicoctl"
     if ! as_root cp "$work/calicoctl" "$staged" || ! as_root chmod 0755 "$staged"; then
         die "could not write $staged on $NODE_NAME; is $INSTALL_DIR read-only or full? $target is unchanged."
     fi
@@ -178,7 +230,6 @@ fi
 # Everything is staged before anything changes, so a directory that cannot be written fails the install
 # while the node is still as it was.
 not_written="nothing was installed and $target is unchanged. Check that root can write there and that the file system is neither read-only nor full."
-record_dir=${INSTALL_RECORD%/*}
 if [ ! -d "$record_dir" ]; then
     as_root mkdir -p "$record_dir" || die "could not create $record_dir on $NODE_NAME; $not_written"
     created_record_dir=$record_dir

@@ -11,6 +11,7 @@
 #   AUTODETECTION_METHOD             calico:ipAutodetectionMethod (empty: upstream's first-found)
 #   CHECKSUM_ARCHITECTURES           architectures with a known calicoctl sha256, or "release" when the
 #                                    release's SHA256SUMS covers every architecture
+#   INSTALL_DIR                      calico:calicoctlInstallDir
 #   CALICOCTL_VERSION, KUBECONFIG_PATH
 
 set -u
@@ -80,6 +81,43 @@ module_state() {
     else
         echo missing
     fi
+}
+
+# Print why root must not write into directory $1, or nothing when it may. $1 with its symbolic links
+# resolved, and every directory above it, must belong to root and be writable by no group and no other
+# user: otherwise someone else could replace the files root puts there, or plant links where root writes.
+# install.sh has the same function.
+unsafe_directory() {
+    real_dir=$(cd -P -- "$1" 2>/dev/null && pwd -P) || {
+        printf '%s cannot be entered by %s.' "$1" "$(id -un)"
+        return
+    }
+    checked=$real_dir
+    while :; do
+        listing=$(ls -ldn -- "$checked" 2>/dev/null) || {
+            printf '%s cannot be listed by %s.' "$checked" "$(id -un)"
+            return
+        }
+        mode=$(printf '%s\n' "$listing" | awk '{ print $1 }')
+        owner=$(printf '%s\n' "$listing" | awk '{ print $3 }')
+        found=""
+        if [ "$owner" != 0 ]; then
+            found="is owned by uid $owner (mode $mode)"
+        else
+            # ls prints the mode as drwxrwxrwx: the 6th character is the group's w, the 9th the others'.
+            case "$mode" in
+                ?????w* | ????????w*) found="has mode $mode" ;;
+            esac
+        fi
+        if [ -n "$found" ]; then
+            printf '%s %s, but root writes calicoctl into %s, so it and every directory above it must be owned by root and writable by no one else. Fix: chown root:root %s && chmod go-w %s, or choose another directory: pulumi config set calico:calicoctlInstallDir /usr/local/bin' \
+                "$checked" "$found" "$real_dir" "$checked" "$checked"
+            return
+        fi
+        [ "$checked" != / ] || return 0
+        checked=${checked%/*}
+        [ -n "$checked" ] || checked=/
+    done
 }
 
 for tool in ip awk sed; do
@@ -249,6 +287,14 @@ for path in /etc/cni/net.d/*; do
 done
 if [ -n "$foreign_cni" ]; then
     add_warning "/etc/cni/net.d on $NODE_NAME holds CNI configurations that are not Calico's: $(printf '%s' "$foreign_cni" | tr '\n' ' ' | sed 's/ $//'). A container runtime's bridge config hands pods addresses outside the Calico pool; move them out of /etc/cni/net.d unless another CNI plugin is meant to run next to Calico."
+fi
+
+# --- The install directory ----------------------------------------------------------------------------
+if [ ! -d "$INSTALL_DIR" ]; then
+    add_problem "calico:calicoctlInstallDir = $INSTALL_DIR does not exist on $NODE_NAME. Create it, or choose an existing directory: pulumi config set calico:calicoctlInstallDir /usr/local/bin"
+else
+    unsafe=$(unsafe_directory "$INSTALL_DIR")
+    [ -z "$unsafe" ] || add_problem "calico:calicoctlInstallDir = $INSTALL_DIR on $NODE_NAME: $unsafe"
 fi
 
 # --- Tools the calicoctl install needs -----------------------------------------------------------------

@@ -54,12 +54,14 @@ else
 fi
 
 if printf '%s\n' "$record" | grep -q '^binary '; then
-    work=$(mktemp -d)
-    trap 'rm -rf "$work"' EXIT
-    printf '%s\n' "$record" >"$work/record"
-    as_root cp "$work/record" "$INSTALL_RECORD.new"
-    as_root chmod 0644 "$INSTALL_RECORD.new"
-    as_root mv -f "$INSTALL_RECORD.new" "$INSTALL_RECORD"
+    # mktemp picks an unused name and creates the file, so the copy never lands on a link someone put there.
+    staged_record=$(as_root mktemp "$INSTALL_RECORD.XXXXXX") ||
+        die "could not create a temporary file next to $INSTALL_RECORD on $NODE_NAME; the record still lists this install."
+    trap 'as_root rm -f "$staged_record"' EXIT
+    if ! printf '%s\n' "$record" | as_root tee "$staged_record" >/dev/null || ! as_root chmod 0644 "$staged_record" ||
+        ! as_root mv -f "$staged_record" "$INSTALL_RECORD"; then
+        die "could not rewrite the install record $INSTALL_RECORD on $NODE_NAME; it still lists this install."
+    fi
     say "another calicoctl install of this program remains on $NODE_NAME, so $CALICOCTL_CONFIG stays."
     exit 0
 fi
