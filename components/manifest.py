@@ -82,8 +82,9 @@ def _decode(data: bytes, location: str) -> str:
 
 def _download(url: str) -> bytes:
     hint = (
-        "Fix: check the runner's route to that host, or download the file elsewhere and set "
-        "pulumi config set calico:manifest ./calico.yaml (a local path needs no network)."
+        "Fix: check that this machine can reach that host, or download the file elsewhere and run "
+        "pulumi config set calico:manifest ./calico.yaml (a local file needs no network; the offline "
+        "render also takes --manifest ./calico.yaml)."
     )
     deadline = time.monotonic() + TOTAL_TIMEOUT
     try:
@@ -116,8 +117,17 @@ def _download(url: str) -> bytes:
     except requests.HTTPError as error:
         raise ManifestDownloadError(f"downloading {url} failed: HTTP {error.response.status_code}. {hint}") from error
     except (requests.RequestException, urllib3.exceptions.HTTPError) as error:
-        raise ManifestDownloadError(f"downloading {url} failed: {error}. {hint}") from error
+        raise ManifestDownloadError(f"downloading {url} failed: {_root_cause(error)}. {hint}") from error
     return b"".join(chunks)
+
+
+def _root_cause(error: BaseException) -> str:
+    """Return the innermost cause's message: requests wraps a DNS or TCP failure in several layers."""
+    while error.__cause__ is not None or (error.__context__ is not None and not error.__suppress_context__):
+        error = error.__cause__ or error.__context__  # type: ignore[assignment]
+    # urllib3 nests the reason inside its own message; its args carry the plain text.
+    reason = getattr(error, "reason", None)
+    return str(reason or error)
 
 
 def _write_atomically(path: Path, data: bytes) -> None:

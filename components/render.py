@@ -94,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     parser = argparse.ArgumentParser(
         prog="python -m components.render",
-        description="Print the transformed Calico manifest and pingtest of a stack, offline.",
+        description="Print the transformed Calico manifest, the pingtest and the network check's objects of a "
+        "stack, offline.",
     )
     parser.add_argument("--stack", required=True, help="stack name: reads Pulumi.<stack>.yaml")
     parser.add_argument(

@@ -869,7 +869,8 @@ def parse_settings(
                 "podCidr",
                 str(pod_cidr),
                 f"holds {blocks} block(s) of calico:blockSize = {block_size}, fewer than the {len(nodes)} nodes "
-                "in calico:nodes; each node claims at least one block.",
+                "in calico:nodes, so some nodes would have no block of their own and borrow addresses from "
+                "other nodes' blocks.",
                 f"use a larger pool, or a larger calico:blockSize (smaller blocks), for example "
                 f"{_set_command('blockSize', min(MAX_BLOCK_SIZE, block_size + (len(nodes) - 1).bit_length()))}",
             )
