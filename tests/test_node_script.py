@@ -514,6 +514,47 @@ def test_replacement_keeps_new_install(lab: Lab, mirror: Mirror, binaries: dict[
     assert lab.node("node-a").path(nodes.CALICOCTL_CONFIG).exists()
 
 
+def test_replacement_with_other_dir_spelling(lab: Lab, mirror: Mirror, binaries: dict[str, str]) -> None:
+    # Two spellings of one directory, as /bin and /usr/bin are on a merged-/usr system. The link lies in
+    # /usr/local/bin because that is the only directory on PATH each lab node has for itself.
+    node = lab.node("node-a")
+    node.path("/usr/local/bin/same").symlink_to("/usr/local/bin")
+    old = mirror_settings(lab, mirror, "v3.31.7", binaries["v3.31.7"])
+    new = mirror_settings(lab, mirror, "v3.31.7", binaries["v3.31.7"], calicoctlInstallDir="/usr/local/bin/same")
+    assert run_install(lab, "node-a", old).returncode == 0
+    assert run_install(lab, "node-a", new).returncode == 0
+
+    replaced = run_remove(lab, "node-a", old)
+
+    assert replaced.returncode == 0, replaced.output
+    assert file_sha256(lab, "node-a", CALICOCTL) == binaries["v3.31.7"]
+    assert node.path(nodes.INSTALL_RECORD).exists()
+
+    destroyed = run_remove(lab, "node-a", new)
+
+    assert destroyed.returncode == 0, destroyed.output
+    assert not node.path(CALICOCTL).exists()
+    assert not node.path(nodes.INSTALL_RECORD).exists()
+    assert not node.path(nodes.CALICOCTL_CONFIG).exists()
+
+
+def test_remove_spares_file_recorded_twice(lab: Lab, mirror: Mirror, binaries: dict[str, str]) -> None:
+    # A record that names one file under two spellings, with a line of another install for the second.
+    settings = mirror_settings(lab, mirror, "v3.31.7", binaries["v3.31.7"])
+    node = lab.node("node-a")
+    node.path("/usr/local/bin/same").symlink_to("/usr/local/bin")
+    assert run_install(lab, "node-a", settings).returncode == 0
+    with node.path(nodes.INSTALL_RECORD).open("a") as record:
+        record.write(f"binary /usr/local/bin/same/calicoctl {'0' * 16} {binaries['v3.31.7']}\n")
+
+    result = run_remove(lab, "node-a", settings)
+
+    assert result.returncode == 0, result.output
+    assert "belongs to another install of this program now" in result.stdout
+    assert file_sha256(lab, "node-a", CALICOCTL) == binaries["v3.31.7"]
+    assert f"binary /usr/local/bin/same/calicoctl {'0' * 16}" in node.path(nodes.INSTALL_RECORD).read_text()
+
+
 def test_tampered_binary_leaves_old_one(lab: Lab, mirror: Mirror, binaries: dict[str, str]) -> None:
     assert run_install(lab, "node-a", mirror_settings(lab, mirror, "v3.31.7", binaries["v3.31.7"])).returncode == 0
     record_before = lab.node("node-a").path(nodes.INSTALL_RECORD).read_text()

@@ -120,6 +120,28 @@ unsafe_directory() {
     done
 }
 
+# Print file path $1 with the symbolic links of its directory resolved, or $1 itself when that directory
+# cannot be entered. Two spellings of one directory (/bin and /usr/bin on a merged-/usr system) then
+# give the same path.
+canonical_file() {
+    if resolved_dir=$(cd -P -- "${1%/*}/" 2>/dev/null && pwd -P); then
+        printf '%s/%s\n' "${resolved_dir%/}" "${1##*/}"
+    else
+        printf '%s\n' "$1"
+    fi
+}
+
+# Print the non-blank lines of record $1 except the binary lines of file $2, under any spelling of its path.
+record_without_binary() {
+    printf '%s\n' "$1" | while read -r kind path rest; do
+        [ -n "$kind" ] || continue
+        if [ "$kind" = binary ] && [ "$(canonical_file "$path")" = "$2" ]; then
+            continue
+        fi
+        printf '%s %s%s\n' "$kind" "$path" "${rest:+ $rest}"
+    done
+}
+
 # Copy file $1 to a new file in the directory of $2, named after $2, with mode $3, as root. The new
 # file's name goes in staged_copy, and in temporary_files, which the EXIT trap removes. mktemp picks an
 # unused name and creates the file, so the copy never lands on a file or link someone else put there.
@@ -167,7 +189,7 @@ fi
 
 work=$(mktemp -d) ||
     die "mktemp -d failed on $NODE_NAME (TMPDIR is '${TMPDIR:-}'), so the download has nowhere to go; nothing was installed. Make TMPDIR, or /tmp when it is unset, a writable directory."
-target="$INSTALL_DIR/calicoctl"
+target=$(canonical_file "$INSTALL_DIR/calicoctl")
 temporary_files=""
 staging_dir=""
 created_record_dir=""
@@ -214,7 +236,7 @@ if [ "$current_sha" != "$expected" ]; then
     fi
     # The staged copy goes in a new directory that only root can enter, so nobody can have put a file or
     # a link at its name.
-    staging_dir=$(as_root mktemp -d "$INSTALL_DIR/.calicoctl.XXXXXX") ||
+    staging_dir=$(as_root mktemp -d "${target%/*}/.calicoctl.XXXXXX") ||
         die "could not create a directory in $INSTALL_DIR on $NODE_NAME; is it read-only or full? $target is unchanged."
     staged="$staging_dir/calicoctl"
     if ! as_root cp "$work/calicoctl" "$staged" || ! as_root chmod 0755 "$staged"; then
@@ -235,7 +257,7 @@ if [ ! -d "$record_dir" ]; then
     created_record_dir=$record_dir
     record="directory $record_dir"
 fi
-record=$(printf '%s\n' "$record" | awk -v path="$target" '!($1 == "binary" && $2 == path) && NF > 0')
+record=$(record_without_binary "$record" "$target")
 record="${record:+$record
 }binary $target $INSTALL_ID $expected"
 

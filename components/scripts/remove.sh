@@ -33,24 +33,49 @@ sha256_of() {
     sha256sum "$1" | awk '{ print $1 }'
 }
 
-target="$INSTALL_DIR/calicoctl"
+# Print file path $1 with the symbolic links of its directory resolved, or $1 itself when that directory
+# cannot be entered. Two spellings of one directory (/bin and /usr/bin on a merged-/usr system) then
+# give the same path.
+canonical_file() {
+    if resolved_dir=$(cd -P -- "${1%/*}/" 2>/dev/null && pwd -P); then
+        printf '%s/%s\n' "${resolved_dir%/}" "${1##*/}"
+    else
+        printf '%s\n' "$1"
+    fi
+}
+
 if [ ! -f "$INSTALL_RECORD" ]; then
     say "no install record at $INSTALL_RECORD, so nothing of this install is left to remove."
     exit 0
 fi
 record=$(cat "$INSTALL_RECORD")
 
-recorded_sha=$(printf '%s\n' "$record" | awk -v path="$target" -v id="$INSTALL_ID" '$1 == "binary" && $2 == path && $3 == id { print $4 }')
-if [ -z "$recorded_sha" ]; then
-    say "$target was installed by another install of this program (a newer version or architecture), or by none; left as it is."
+# The record line of this install names the binary as the install wrote it, with links resolved.
+own_line=$(printf '%s\n' "$record" | awk -v id="$INSTALL_ID" '$1 == "binary" && $3 == id { print $2, $4; exit }')
+if [ -z "$own_line" ]; then
+    say "$INSTALL_DIR/calicoctl was installed by another install of this program (a newer version, architecture or spelling of the directory), or by none; left as it is."
 else
-    if [ -f "$target" ] && [ "$(sha256_of "$target")" = "$recorded_sha" ]; then
+    target=${own_line% *}
+    recorded_sha=${own_line##* }
+    record=$(printf '%s\n' "$record" | awk -v id="$INSTALL_ID" '!($1 == "binary" && $3 == id) && NF > 0')
+    # A line of another install for the same file, under another spelling of its directory, means that
+    # install put the file there since.
+    claimed=no
+    while read -r kind path rest; do
+        if [ "$kind" = binary ] && [ "$(canonical_file "$path")" = "$(canonical_file "$target")" ]; then
+            claimed=yes
+        fi
+    done <<RECORD
+$record
+RECORD
+    if [ "$claimed" = yes ]; then
+        say "$target belongs to another install of this program now; left as it is."
+    elif [ -f "$target" ] && [ "$(sha256_of "$target")" = "$recorded_sha" ]; then
         as_root rm -f "$target"
         say "removed $target."
     elif [ -e "$target" ]; then
         say "$target changed after the install (its sha256 is no longer $recorded_sha); left as it is."
     fi
-    record=$(printf '%s\n' "$record" | awk -v path="$target" '!($1 == "binary" && $2 == path) && NF > 0')
 fi
 
 if printf '%s\n' "$record" | grep -q '^binary '; then
