@@ -26,6 +26,8 @@ from tests.sshhosts import Lab, Mirror, NodeSpec, Result, missing_requirements, 
 
 ARCH = {"x86_64": "amd64", "aarch64": "arm64", "ppc64le": "ppc64le", "s390x": "s390x"}[platform.machine()]
 CALICOCTL = "/usr/local/bin/calicoctl"
+# Where the install keeps a calicoctl that it found and did not install.
+BACKUP = f"{CALICOCTL}.pre-calico-pulumi"
 
 SPECS = [
     NodeSpec("node-a", control_plane=True),
@@ -553,6 +555,87 @@ def test_remove_spares_file_recorded_twice(lab: Lab, mirror: Mirror, binaries: d
     assert "belongs to another install of this program now" in result.stdout
     assert file_sha256(lab, "node-a", CALICOCTL) == binaries["v3.31.7"]
     assert f"binary /usr/local/bin/same/calicoctl {'0' * 16}" in node.path(nodes.INSTALL_RECORD).read_text()
+
+
+def test_existing_binary_restored_on_destroy(lab: Lab, mirror: Mirror, binaries: dict[str, str]) -> None:
+    node = lab.node("node-a")
+    node.path(CALICOCTL).write_bytes(fake_calicoctl("v3.29.7"))
+    node.path(CALICOCTL).chmod(0o755)
+    settings = mirror_settings(lab, mirror, "v3.31.7", binaries["v3.31.7"])
+
+    installed = run_install(lab, "node-a", settings)
+
+    assert installed.returncode == 0, installed.output
+    assert f"moved the existing {CALICOCTL}, which this program did not install, to {BACKUP}" in installed.stdout
+    assert file_sha256(lab, "node-a", CALICOCTL) == binaries["v3.31.7"]
+    assert node.path(BACKUP).read_bytes() == fake_calicoctl("v3.29.7")
+
+    destroyed = run_remove(lab, "node-a", settings)
+
+    assert destroyed.returncode == 0, destroyed.output
+    assert f"restored {CALICOCTL} from {BACKUP}" in destroyed.stdout
+    assert node.path(CALICOCTL).read_bytes() == fake_calicoctl("v3.29.7")
+    assert not node.path(BACKUP).exists()
+    assert not node.path(nodes.INSTALL_RECORD).exists()
+
+
+def test_identical_existing_binary_kept(lab: Lab, mirror: Mirror, binaries: dict[str, str]) -> None:
+    node = lab.node("node-a")
+    node.path(CALICOCTL).write_bytes(fake_calicoctl("v3.31.7"))
+    node.path(CALICOCTL).chmod(0o755)
+    own_inode = node.path(CALICOCTL).stat().st_ino
+    settings = mirror_settings(lab, mirror, "v3.31.7", binaries["v3.31.7"])
+    before = len(mirror.requests())
+
+    installed = run_install(lab, "node-a", settings)
+
+    assert installed.returncode == 0, installed.output
+    assert mirror.requests()[before:] == []
+    assert node.path(BACKUP).stat().st_ino == own_inode
+    assert file_sha256(lab, "node-a", CALICOCTL) == binaries["v3.31.7"]
+
+    destroyed = run_remove(lab, "node-a", settings)
+
+    assert destroyed.returncode == 0, destroyed.output
+    # The file back in place is the one the node had, not a copy the install made.
+    assert node.path(CALICOCTL).stat().st_ino == own_inode
+    assert not node.path(BACKUP).exists()
+
+
+def test_existing_binary_survives_upgrade(lab: Lab, mirror: Mirror, binaries: dict[str, str]) -> None:
+    node = lab.node("node-a")
+    node.path(CALICOCTL).write_bytes(fake_calicoctl("v3.29.7"))
+    old = mirror_settings(lab, mirror, "v3.31.7", binaries["v3.31.7"])
+    new = mirror_settings(lab, mirror, "v3.32.1", binaries["v3.32.1"])
+    assert run_install(lab, "node-a", old).returncode == 0
+    assert run_install(lab, "node-a", new).returncode == 0
+
+    replaced = run_remove(lab, "node-a", old)
+
+    assert replaced.returncode == 0, replaced.output
+    assert file_sha256(lab, "node-a", CALICOCTL) == binaries["v3.32.1"]
+    assert node.path(BACKUP).read_bytes() == fake_calicoctl("v3.29.7")
+
+    destroyed = run_remove(lab, "node-a", new)
+
+    assert destroyed.returncode == 0, destroyed.output
+    assert node.path(CALICOCTL).read_bytes() == fake_calicoctl("v3.29.7")
+    assert not node.path(BACKUP).exists()
+
+
+def test_existing_backup_blocks_install(lab: Lab, mirror: Mirror, binaries: dict[str, str]) -> None:
+    node = lab.node("node-a")
+    node.path(CALICOCTL).write_bytes(fake_calicoctl("v3.29.7"))
+    node.path(BACKUP).write_bytes(fake_calicoctl("v3.27.5"))
+    settings = mirror_settings(lab, mirror, "v3.31.7", binaries["v3.31.7"])
+
+    result = run_install(lab, "node-a", settings)
+
+    assert result.returncode == 1
+    assert f"{CALICOCTL} and {BACKUP} both exist on node-a" in result.stderr
+    assert node.path(CALICOCTL).read_bytes() == fake_calicoctl("v3.29.7")
+    assert node.path(BACKUP).read_bytes() == fake_calicoctl("v3.27.5")
+    assert not node.path(nodes.INSTALL_RECORD).exists()
 
 
 def test_tampered_binary_leaves_old_one(lab: Lab, mirror: Mirror, binaries: dict[str, str]) -> None:

@@ -151,6 +151,15 @@ stage_copy() {
     as_root cp "$1" "$staged_copy" && as_root chmod "$3" "$staged_copy"
 }
 
+# Put the install record back as it was before this run, after a later step failed.
+restore_record() {
+    if [ -n "$previous_record" ]; then
+        as_root mv -f "$previous_record" "$INSTALL_RECORD"
+    else
+        as_root rm -f "$INSTALL_RECORD"
+    fi
+}
+
 # shellcheck disable=SC2329 # the EXIT trap calls it
 remove_temporary_files() {
     rm -rf "$work"
@@ -201,6 +210,30 @@ record=""
 current_sha=""
 [ ! -f "$target" ] || current_sha=$(sha256_of "$target")
 
+# --- Whose binary the target is -------------------------------------------------------------------------
+# The target is this program's when a binary line of the record names it with its present sha256. Any
+# other file there is someone else's: the install moves it to $backup, and the removal of the last
+# install that owns the target puts it back.
+backup="$target.pre-calico-pulumi"
+owned=no
+if [ -f "$target" ] && [ ! -L "$target" ]; then
+    while read -r kind path _ sha; do
+        if [ "$kind" = binary ] && [ "$sha" = "$current_sha" ] && [ "$(canonical_file "$path")" = "$target" ]; then
+            owned=yes
+        fi
+    done <<RECORD
+$record
+RECORD
+fi
+foreign=no
+if [ "$owned" = no ] && { [ -e "$target" ] || [ -L "$target" ]; }; then
+    [ ! -d "$target" ] || die "$target is a directory on $NODE_NAME; move it away or choose another calico:calicoctlInstallDir."
+    if [ -e "$backup" ] || [ -L "$backup" ]; then
+        die "$target and $backup both exist on $NODE_NAME, and this program did not install $target, so it has no free name to keep $target under. Move one of them away; nothing was changed."
+    fi
+    foreign=yes
+fi
+
 # --- The expected sha256 -------------------------------------------------------------------------------
 expected=$EXPECTED_SHA256
 source=$CHECKSUM_SOURCE
@@ -227,12 +260,20 @@ esac
 
 # --- The binary, verified and staged next to the target -------------------------------------------------
 replace_binary=no
-if [ "$current_sha" != "$expected" ]; then
-    download "$CALICOCTL_URL" "$work/calicoctl" ||
-        die "could not download $CALICOCTL_URL on $NODE_NAME; check that the node reaches it, or set calico:calicoctlUrl to a mirror it reaches. $target is unchanged."
+if [ "$owned" = no ] || [ "$current_sha" != "$expected" ]; then
+    if [ "$current_sha" = "$expected" ]; then
+        # Someone else's copy of the same release: it is kept aside like any other, and the download is
+        # skipped because a copy of it has the verified content.
+        origin="a copy of the identical $target found on the node"
+        as_root cat "$target" >"$work/calicoctl" || die "could not read $target on $NODE_NAME; $target is unchanged."
+    else
+        origin=$CALICOCTL_URL
+        download "$CALICOCTL_URL" "$work/calicoctl" ||
+            die "could not download $CALICOCTL_URL on $NODE_NAME; check that the node reaches it, or set calico:calicoctlUrl to a mirror it reaches. $target is unchanged."
+    fi
     actual=$(sha256_of "$work/calicoctl")
     if [ "$actual" != "$expected" ]; then
-        die "sha256 mismatch for $CALICOCTL_URL on $NODE_NAME: expected $expected ($source), downloaded $actual. Nothing was installed; $target is unchanged."
+        die "sha256 mismatch for $origin on $NODE_NAME: expected $expected ($source), downloaded $actual. Nothing was installed; $target is unchanged."
     fi
     # The staged copy goes in a new directory that only root can enter, so nobody can have put a file or
     # a link at its name.
@@ -260,6 +301,10 @@ fi
 record=$(record_without_binary "$record" "$target")
 record="${record:+$record
 }binary $target $INSTALL_ID $expected"
+if [ "$foreign" = yes ]; then
+    record="$record
+backup $target $backup"
+fi
 
 staged_config=""
 if [ -e "$KUBECONFIG_PATH" ]; then
@@ -293,16 +338,20 @@ fi
 
 # --- The changes: the record first, so that it lists everything this install may have put here -----------
 as_root mv -f "$staged_record" "$INSTALL_RECORD" || die "could not replace the install record $INSTALL_RECORD on $NODE_NAME; $not_written"
+if [ "$foreign" = yes ]; then
+    if ! as_root mv "$target" "$backup"; then
+        restore_record
+        die "could not move $target to $backup on $NODE_NAME; $target is unchanged."
+    fi
+    say "moved the existing $target, which this program did not install, to $backup; removing this install puts it back."
+fi
 if [ "$replace_binary" = yes ]; then
     if ! as_root mv -f "$staged" "$target"; then
-        if [ -n "$previous_record" ]; then
-            as_root mv -f "$previous_record" "$INSTALL_RECORD"
-        else
-            as_root rm -f "$INSTALL_RECORD"
-        fi
+        [ "$foreign" = no ] || as_root mv "$backup" "$target"
+        restore_record
         die "could not rename $staged to $target on $NODE_NAME; $target is unchanged."
     fi
-    say "installed calicoctl $CALICOCTL_VERSION ($ARCH) at $target from $CALICOCTL_URL, sha256 $expected verified against $source."
+    say "installed calicoctl $CALICOCTL_VERSION ($ARCH) at $target from $origin, sha256 $expected verified against $source."
 else
     say "calicoctl $CALICOCTL_VERSION ($ARCH) is already installed at $target with the expected sha256; nothing downloaded."
 fi

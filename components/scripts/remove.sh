@@ -1,9 +1,10 @@
 # shellcheck shell=sh
 # Undo one calicoctl install on this node (`pulumi destroy`, or the old install after a replacement).
 # It removes only what the install record lists as put here by this install, and only while that is unchanged:
-# the binary when its sha256 is the recorded one and its record line carries this install's INSTALL_ID,
-# then, once no install of this program is left on the node, the datastore config it wrote, the record
-# and the directory it created.
+# the binary when its sha256 is the recorded one and its record line carries this install's INSTALL_ID.
+# It moves back the calicoctl the node had before, when an install kept one aside. Once no install of
+# this program is left on the node, it removes the datastore config it wrote, the record and the
+# directory it created.
 #
 # components/nodes.py prepends: NODE_NAME, INSTALL_DIR, INSTALL_ID, CALICOCTL_CONFIG, INSTALL_RECORD.
 
@@ -44,6 +45,29 @@ canonical_file() {
     fi
 }
 
+# Move back the calicoctl that the first install of $target found there and kept aside, and drop its
+# backup line from the record. It stays aside when $target exists again, so nothing gets overwritten.
+restore_backup() {
+    kept=""
+    while read -r kind original backup_path; do
+        if [ "$kind" = backup ] && [ "$(canonical_file "$original")" = "$(canonical_file "$target")" ]; then
+            kept=$backup_path
+        fi
+    done <<RECORD
+$record
+RECORD
+    [ -n "$kept" ] || return 0
+    if [ -e "$target" ] || [ -L "$target" ]; then
+        say "left $kept, the calicoctl this node had before this program installed one, because $target exists; move it back yourself to use it again."
+    elif [ -e "$kept" ] || [ -L "$kept" ]; then
+        as_root mv "$kept" "$target" || die "could not move $kept back to $target on $NODE_NAME; the record still lists it."
+        say "restored $target from $kept, the calicoctl this node had before this program installed one."
+    else
+        say "$kept, the calicoctl this node had before this program installed one, is gone; nothing to restore."
+    fi
+    record=$(printf '%s\n' "$record" | awk -v path="$kept" '!($1 == "backup" && $3 == path) && NF > 0')
+}
+
 if [ ! -f "$INSTALL_RECORD" ]; then
     say "no install record at $INSTALL_RECORD, so nothing of this install is left to remove."
     exit 0
@@ -76,6 +100,7 @@ RECORD
     elif [ -e "$target" ]; then
         say "$target changed after the install (its sha256 is no longer $recorded_sha); left as it is."
     fi
+    [ "$claimed" = yes ] || restore_backup
 fi
 
 if printf '%s\n' "$record" | grep -q '^binary '; then
