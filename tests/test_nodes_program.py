@@ -226,6 +226,15 @@ def test_unrelated_change_keeps_install_inputs(register: Callable[..., Registere
     assert before.inputs("nodes-pi-1-preflight")["stdin"] != after.inputs("nodes-pi-1-preflight")["stdin"]
 
 
+def test_install_dir_change_reruns_preflight(register: Callable[..., Registered]) -> None:
+    # The preflight checks who owns the install directory, so a new directory must run it again.
+    before = register(make_settings())
+    after = register(make_settings(calicoctlInstallDir="/opt/bin"))
+
+    assert "INSTALL_DIR=/usr/local/bin\n" in before.inputs("nodes-pi-1-preflight")["stdin"]
+    assert "INSTALL_DIR=/opt/bin\n" in after.inputs("nodes-pi-1-preflight")["stdin"]
+
+
 @pytest.mark.parametrize(
     ("change", "changed"),
     [
