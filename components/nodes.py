@@ -5,7 +5,8 @@ For each node, `NodeSetup` registers two `pulumi_command.remote.Command` resourc
 - `<name>-<node>-preflight` runs scripts/preflight.sh. It changes nothing, prints the node's facts as
   JSON and fails when the node cannot run Calico as configured (32-bit OS, NIC MTU below
   calico:nodeMtu, node address inside the pod CIDR, sudo that asks for a password, missing overlay
-  kernel module, no calicoctl checksum for the node's architecture, a tool the install needs missing).
+  kernel module, no calicoctl checksum for the node's architecture, a tool the install needs missing,
+  an install directory that is missing or writable by others than root).
 - `<name>-<node>-calicoctl` runs scripts/install.sh after the preflight, and scripts/remove.sh on
   delete. Its triggers are the release, the architecture, the URL template, the expected sha256 and
   the install directory, so only a change of one of them reinstalls.
@@ -39,8 +40,10 @@ SCRIPTS_DIR = Path(__file__).resolve().parent / "scripts"
 CALICOCTL_CONFIG = "/etc/calico/calicoctl.cfg"
 # kubeadm writes the cluster-admin kubeconfig here on control-plane nodes only.
 KUBECONFIG_PATH = "/etc/kubernetes/admin.conf"
-# Lines "binary <path> <install id> <sha256>", "config <path> <sha256>" and "directory <path>": what the
-# installs of this program put on the node, so that a delete removes that and nothing else.
+# What the installs of this program put on the node, so that a delete removes that and nothing else.
+# Lines "binary <path> <install id> <sha256>", "config <path> <sha256>", "directory <path>", and
+# "backup <path> <kept path>" for a calicoctl the node had before. Binary paths have the links of their
+# directory resolved.
 INSTALL_RECORD = "/etc/calico/calicoctl-install.record"
 
 # pulumi-command 1.x dials DIAL_ERROR_LIMIT + 1 times, each bounded by PER_DIAL_TIMEOUT_SECONDS, with

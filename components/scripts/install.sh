@@ -1,9 +1,9 @@
 # shellcheck shell=sh
 # Install one calicoctl release on this node, verified by sha256, and give it a Kubernetes-datastore
 # config. Running it again with the same settings downloads nothing when the installed binary already
-# has the expected sha256. A failed download, verification or write leaves the node as it was, because
-# the binary, the config and the install record are all staged next to their targets first, and
-# renamed over them only after every check passed and every staged file was written.
+# has the expected sha256. A failed download, verification or write leaves the node as it was. The
+# binary, the config and the install record are all staged next to their targets first. They are
+# renamed over the targets only after every check passed and every staged file was written.
 #
 # components/nodes.py prepends these settings as shell assignments:
 #   NODE_NAME                  the Kubernetes node name, used in every message
@@ -110,7 +110,7 @@ unsafe_directory() {
             esac
         fi
         if [ -n "$found" ]; then
-            printf '%s %s, but root writes calicoctl into %s, so it and every directory above it must be owned by root and writable by no one else. Fix: chown root:root %s && chmod go-w %s, or choose another directory: pulumi config set calico:calicoctlInstallDir /usr/local/bin' \
+            printf '%s %s, but root writes into %s, so it and every directory above it must be owned by root and writable by no one else. Fix: chown root:root %s && chmod go-w %s' \
                 "$checked" "$found" "$real_dir" "$checked" "$checked"
             return
         fi
@@ -189,11 +189,11 @@ if [ ! -d "$INSTALL_DIR" ]; then
 fi
 # The preflight checked this too, but the directory may have changed since its last run.
 unsafe=$(unsafe_directory "$INSTALL_DIR")
-[ -z "$unsafe" ] || die "calico:calicoctlInstallDir = $INSTALL_DIR on $NODE_NAME: $unsafe"
+[ -z "$unsafe" ] || die "calico:calicoctlInstallDir = $INSTALL_DIR on $NODE_NAME: $unsafe, or choose another directory: pulumi config set calico:calicoctlInstallDir /usr/local/bin"
 record_dir=${INSTALL_RECORD%/*}
 if [ -d "$record_dir" ]; then
     unsafe=$(unsafe_directory "$record_dir")
-    [ -z "$unsafe" ] || die "the directory of the install record on $NODE_NAME is unsafe: $unsafe"
+    [ -z "$unsafe" ] || die "the directory of the install record $INSTALL_RECORD on $NODE_NAME is unsafe: $unsafe."
 fi
 
 work=$(mktemp -d) ||
@@ -275,8 +275,8 @@ if [ "$owned" = no ] || [ "$current_sha" != "$expected" ]; then
     if [ "$actual" != "$expected" ]; then
         die "sha256 mismatch for $origin on $NODE_NAME: expected $expected ($source), downloaded $actual. Nothing was installed; $target is unchanged."
     fi
-    # The staged copy goes in a new directory that only root can enter, so nobody can have put a file or
-    # a link at its name.
+    # The staged copy goes in a new directory that only root can enter, so no other user can have put a
+    # file or a link at its name.
     staging_dir=$(as_root mktemp -d "${target%/*}/.calicoctl.XXXXXX") ||
         die "could not create a directory in $INSTALL_DIR on $NODE_NAME; is it read-only or full? $target is unchanged."
     staged="$staging_dir/calicoctl"

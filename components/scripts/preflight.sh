@@ -110,7 +110,7 @@ unsafe_directory() {
             esac
         fi
         if [ -n "$found" ]; then
-            printf '%s %s, but root writes calicoctl into %s, so it and every directory above it must be owned by root and writable by no one else. Fix: chown root:root %s && chmod go-w %s, or choose another directory: pulumi config set calico:calicoctlInstallDir /usr/local/bin' \
+            printf '%s %s, but root writes into %s, so it and every directory above it must be owned by root and writable by no one else. Fix: chown root:root %s && chmod go-w %s' \
                 "$checked" "$found" "$real_dir" "$checked" "$checked"
             return
         fi
@@ -294,7 +294,7 @@ if [ ! -d "$INSTALL_DIR" ]; then
     add_problem "calico:calicoctlInstallDir = $INSTALL_DIR does not exist on $NODE_NAME. Create it, or choose an existing directory: pulumi config set calico:calicoctlInstallDir /usr/local/bin"
 else
     unsafe=$(unsafe_directory "$INSTALL_DIR")
-    [ -z "$unsafe" ] || add_problem "calico:calicoctlInstallDir = $INSTALL_DIR on $NODE_NAME: $unsafe"
+    [ -z "$unsafe" ] || add_problem "calico:calicoctlInstallDir = $INSTALL_DIR on $NODE_NAME: $unsafe, or choose another directory: pulumi config set calico:calicoctlInstallDir /usr/local/bin"
 fi
 
 # --- Tools the calicoctl install needs -----------------------------------------------------------------
