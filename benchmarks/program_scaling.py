@@ -35,13 +35,15 @@ def _worker(mode: str, node_count: int, manifest: str) -> None:
     import pulumi_kubernetes as k8s
 
     from components.transform import node_image_tag, parse_manifest
-    from tests.conftest import RecordingMocks, run_program
+    from tests.conftest import RecordingMocks, RecordingMonitor, run_program
 
     version = node_image_tag(parse_manifest(Path(manifest).read_text(encoding="utf-8"), manifest))
     started = time.perf_counter()
     if mode == "baseline":
+        # The same mocks and monitor as run_program, so both sides pay the same test-harness cost.
         mocks = RecordingMocks()
-        pulumi.runtime.set_mocks(mocks, project="calico", stack="bench", preview=False)
+        monitor = RecordingMonitor(mocks)
+        pulumi.runtime.set_mocks(mocks, project="calico", stack="bench", preview=False, monitor=monitor)
 
         @pulumi.runtime.test
         def register() -> None:
