@@ -35,6 +35,7 @@ from components.settings import ENCAPSULATIONS, Node, Settings
 
 NODE_SETUP_TYPE = "calico:nodes:NodeSetup"
 SCRIPTS_DIR = Path(__file__).resolve().parent / "scripts"
+COMMON_SCRIPT = "common.sh"
 
 # calicoctl reads this file when no --config is given.
 CALICOCTL_CONFIG = "/etc/calico/calicoctl.cfg"
@@ -131,7 +132,10 @@ def install_id(settings: Settings, architecture: str) -> str:
 
 
 def _render(script: str, assignments: Mapping[str, str]) -> str:
-    body = (SCRIPTS_DIR / script).read_text(encoding="utf-8")
+    # common.sh holds the functions the node scripts share; each node gets one self-contained text.
+    body = (SCRIPTS_DIR / COMMON_SCRIPT).read_text(encoding="utf-8") + (SCRIPTS_DIR / script).read_text(
+        encoding="utf-8"
+    )
     lines = ["#!/bin/sh", f"# {script} of the calico Pulumi program, with its settings as shell assignments."]
     lines += [f"{key}={shlex.quote(value)}" for key, value in assignments.items()]
     # The body is one brace group: the shell reads all of it before running anything, and no command in

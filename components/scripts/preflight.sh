@@ -83,43 +83,6 @@ module_state() {
     fi
 }
 
-# Print why root must not write into directory $1, or nothing when it may. $1 with its symbolic links
-# resolved, and every directory above it, must belong to root and be writable by no group and no other
-# user: otherwise someone else could replace the files root puts there, or plant links where root writes.
-# install.sh has the same function.
-unsafe_directory() {
-    real_dir=$(cd -P -- "$1" 2>/dev/null && pwd -P) || {
-        printf '%s cannot be entered by %s.' "$1" "$(id -un)"
-        return
-    }
-    checked=$real_dir
-    while :; do
-        listing=$(ls -ldn -- "$checked" 2>/dev/null) || {
-            printf '%s cannot be listed by %s.' "$checked" "$(id -un)"
-            return
-        }
-        mode=$(printf '%s\n' "$listing" | awk '{ print $1 }')
-        owner=$(printf '%s\n' "$listing" | awk '{ print $3 }')
-        found=""
-        if [ "$owner" != 0 ]; then
-            found="is owned by uid $owner (mode $mode)"
-        else
-            # ls prints the mode as drwxrwxrwx: the 6th character is the group's w, the 9th the others'.
-            case "$mode" in
-                ?????w* | ????????w*) found="has mode $mode" ;;
-            esac
-        fi
-        if [ -n "$found" ]; then
-            printf '%s %s, but root writes into %s, so it and every directory above it must be owned by root and writable by no one else. Fix: chown root:root %s && chmod go-w %s' \
-                "$checked" "$found" "$real_dir" "$checked" "$checked"
-            return
-        fi
-        [ "$checked" != / ] || return 0
-        checked=${checked%/*}
-        [ -n "$checked" ] || checked=/
-    done
-}
-
 for tool in ip awk sed; do
     if ! command -v "$tool" >/dev/null 2>&1; then
         printf 'ERROR: %s: %s is not installed; the preflight needs ip (iproute2), awk and sed.\n' "$NODE_NAME" "$tool" >&2

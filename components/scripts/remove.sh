@@ -12,15 +12,6 @@ set -u
 LC_ALL=C
 export LC_ALL
 
-say() {
-    printf '%s: %s\n' "$NODE_NAME" "$1"
-}
-
-die() {
-    printf 'ERROR: %s: %s\n' "$NODE_NAME" "$1" >&2
-    exit 1
-}
-
 user=$(id -un)
 if [ "$(id -u)" -eq 0 ]; then
     as_root() { "$@"; }
@@ -32,17 +23,6 @@ fi
 
 sha256_of() {
     sha256sum "$1" | awk '{ print $1 }'
-}
-
-# Print file path $1 with the symbolic links of its directory resolved, or $1 itself when that directory
-# cannot be entered. Two spellings of one directory (/bin and /usr/bin on a merged-/usr system) then
-# give the same path.
-canonical_file() {
-    if resolved_dir=$(cd -P -- "${1%/*}/" 2>/dev/null && pwd -P); then
-        printf '%s/%s\n' "${resolved_dir%/}" "${1##*/}"
-    else
-        printf '%s\n' "$1"
-    fi
 }
 
 # Move back the calicoctl that the first install of $target found there and kept aside, and drop its
