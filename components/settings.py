@@ -30,7 +30,7 @@ MAX_BLOCK_SIZE = 32
 
 @dataclass(frozen=True)
 class Encapsulation:
-    """How one `calico:encapsulation` value maps onto calico-node's pool settings."""
+    """The calico-node pool settings and node requirements of one `calico:encapsulation` value."""
 
     overhead: int
     """Bytes each overlay packet adds over IPv4; the pod MTU is at most nodeMtu minus this."""
@@ -71,7 +71,7 @@ _IMAGE = re.compile(r"^[a-z0-9][a-z0-9._/:@-]*$")
 
 
 class ConfigError(Exception):
-    """Invalid stack configuration; `problems` holds one message per problem."""
+    """Invalid stack configuration; `problems` contains one message per problem."""
 
     def __init__(self, problems: list[str]) -> None:
         self.problems = problems
@@ -112,7 +112,7 @@ class Pingtest:
 
 @dataclass(frozen=True)
 class ManifestSource:
-    """Where the Calico manifest comes from and how it is verified."""
+    """The source of the Calico manifest and its expected digest."""
 
     location: str
     """Local path or https URL."""
@@ -903,9 +903,17 @@ def parse_settings(
 
     if problems.problems:
         raise ConfigError(problems.problems)
-    assert version is not None and manifest_source is not None and pod_cidr is not None
-    assert service_cidr is not None and block_size is not None and encapsulation is not None
-    assert node_mtu is not None and mtu is not None and install_dir is not None and pingtest is not None
+    # Every value below is set whenever no problem was reported; the asserts tell the type checker so.
+    assert version is not None
+    assert manifest_source is not None
+    assert pod_cidr is not None
+    assert service_cidr is not None
+    assert block_size is not None
+    assert encapsulation is not None
+    assert node_mtu is not None
+    assert mtu is not None
+    assert install_dir is not None
+    assert pingtest is not None
     return Settings(
         version=version,
         manifest=manifest_source,
