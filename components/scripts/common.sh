@@ -11,6 +11,21 @@ die() {
     exit 1
 }
 
+# Set user to the SSH user and define as_root, which runs its arguments as root: directly for root, else
+# through `sudo -n`, which fails at once instead of prompting, so a password prompt cannot hang the run.
+# Stop, naming the purpose $1, when neither works.
+# shellcheck disable=SC2329 # as_root is called by the script that includes this file
+define_as_root() {
+    user=$(id -un)
+    if [ "$(id -u)" -eq 0 ]; then
+        as_root() { "$@"; }
+    elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+        as_root() { sudo -n "$@"; }
+    else
+        die "passwordless sudo required for $user on $NODE_NAME$1. Add a sudoers rule such as '$user ALL=(ALL) NOPASSWD: ALL' in /etc/sudoers.d/, or connect as root (calico:sshUser or calico:nodes[].user)."
+    fi
+}
+
 # Print why root must not write into directory $1, or nothing when it may. $1 with its symbolic links
 # resolved, and every directory above it, must belong to root and be writable by no group and no other
 # user: otherwise someone else could replace the files root puts there, or plant links where root writes.

@@ -20,15 +20,7 @@ umask 022
 LC_ALL=C
 export LC_ALL
 
-user=$(id -un)
-if [ "$(id -u)" -eq 0 ]; then
-    as_root() { "$@"; }
-elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
-    # -n makes sudo fail at once instead of prompting, so a password prompt can never hang the run.
-    as_root() { sudo -n "$@"; }
-else
-    die "passwordless sudo required for $user on $NODE_NAME. Add a sudoers rule such as '$user ALL=(ALL) NOPASSWD: ALL' in /etc/sudoers.d/, or connect as root (calico:sshUser or calico:nodes[].user)."
-fi
+define_as_root ""
 
 # As root, because the staged binary lies in a directory that only root can enter.
 sha256_of() {

@@ -12,14 +12,7 @@ set -u
 LC_ALL=C
 export LC_ALL
 
-user=$(id -un)
-if [ "$(id -u)" -eq 0 ]; then
-    as_root() { "$@"; }
-elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
-    as_root() { sudo -n "$@"; }
-else
-    die "passwordless sudo required for $user on $NODE_NAME to remove calicoctl. Add a sudoers rule such as '$user ALL=(ALL) NOPASSWD: ALL' in /etc/sudoers.d/, or connect as root."
-fi
+define_as_root " to remove calicoctl"
 
 sha256_of() {
     sha256sum "$1" | awk '{ print $1 }'
