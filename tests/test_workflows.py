@@ -405,12 +405,13 @@ def test_up_stacks_step_rejects_unknown_stack(git_repo: GitRepo) -> None:
             ["PULUMI_CONFIG_PASSPHRASE"],
         ),
         ({"ACCESS_TOKEN": "t", "KUBECONFIG_CONTENT": "k"}, ["SSH_PRIVATE_KEY"]),
+        ({"ACCESS_TOKEN": "t", "REQUIRE_SSH_KEY": "false"}, ["KUBECONFIG"]),
     ],
-    ids=["nothing set", "self-managed without passphrase", "cloud without ssh key"],
+    ids=["nothing set", "self-managed without passphrase", "cloud without ssh key", "preview without kubeconfig"],
 )
 def test_access_check_names_missing_settings(tmp_path: Path, inputs: dict[str, str], missing: list[str]) -> None:
     step = step_named(ACTIONS[0], "runs", "Check the backend settings")
-    names = ("BACKEND_URL", "ACCESS_TOKEN", "PASSPHRASE", "KUBECONFIG_CONTENT", "SSH_PRIVATE_KEY")
+    names = ("BACKEND_URL", "ACCESS_TOKEN", "PASSPHRASE", "KUBECONFIG_CONTENT", "SSH_PRIVATE_KEY", "REQUIRE_SSH_KEY")
     env = {**os.environ, **{name: "" for name in names}, **inputs}
 
     result = subprocess.run(
@@ -429,12 +430,13 @@ def test_access_check_names_missing_settings(tmp_path: Path, inputs: dict[str, s
     [
         {"BACKEND_URL": "gs://state", "PASSPHRASE": "p", "KUBECONFIG_CONTENT": "k", "SSH_PRIVATE_KEY": "s"},
         {"ACCESS_TOKEN": "t", "KUBECONFIG_CONTENT": "k", "SSH_PRIVATE_KEY": "s"},
+        {"ACCESS_TOKEN": "t", "KUBECONFIG_CONTENT": "k", "REQUIRE_SSH_KEY": "false"},
     ],
-    ids=["self-managed", "pulumi cloud"],
+    ids=["self-managed", "pulumi cloud", "preview without ssh key"],
 )
 def test_access_check_accepts_complete_settings(tmp_path: Path, inputs: dict[str, str]) -> None:
     step = step_named(ACTIONS[0], "runs", "Check the backend settings")
-    names = ("BACKEND_URL", "ACCESS_TOKEN", "PASSPHRASE", "KUBECONFIG_CONTENT", "SSH_PRIVATE_KEY")
+    names = ("BACKEND_URL", "ACCESS_TOKEN", "PASSPHRASE", "KUBECONFIG_CONTENT", "SSH_PRIVATE_KEY", "REQUIRE_SSH_KEY")
     env = {**os.environ, **{name: "" for name in names}, **inputs}
 
     result = subprocess.run(
@@ -479,3 +481,13 @@ def test_ssh_agent_step_loads_key(tmp_path: Path) -> None:
     finally:
         if pid_file.is_file() and pid_file.read_text().strip().isdigit():
             os.kill(int(pid_file.read_text()), signal.SIGTERM)
+
+
+def test_preview_never_gets_ssh_key() -> None:
+    text = (REPO / ".github" / "workflows" / "preview.yml").read_text(encoding="utf-8")
+    assert "SSH_PRIVATE_KEY" not in text, "the preview runs pull-request code, which must not see the nodes' key"
+
+
+def test_up_deploys_main_only() -> None:
+    text = (REPO / ".github" / "workflows" / "up.yml").read_text(encoding="utf-8")
+    assert "github.ref == 'refs/heads/main'" in text
