@@ -255,7 +255,7 @@ def test_unrelated_setting_keeps_job() -> None:
 
 
 def test_failed_check_fails_with_report(register_check: Registrar, node_with_kubectl: Any) -> None:
-    mocks = node_with_kubectl(" 1", FAILING_REPORT)
+    mocks = node_with_kubectl("/1", FAILING_REPORT)
 
     with pytest.raises(CommandFailed) as failure:
         register_check(settings_with(), mocks)
@@ -267,7 +267,7 @@ def test_failed_check_fails_with_report(register_check: Registrar, node_with_kub
 
 
 def test_passing_check_exports_summary(register_check: Registrar, node_with_kubectl: Any) -> None:
-    mocks = node_with_kubectl("1 ", PASSING_REPORT)
+    mocks = node_with_kubectl("1/", PASSING_REPORT)
 
     run = register_check(settings_with(), mocks)
 

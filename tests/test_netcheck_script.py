@@ -444,7 +444,7 @@ def await_job(fake: FakeKubectl, timeout: int = 5) -> Report:
 
 
 def test_await_passing_job_prints_report(fake_kubectl: FakeKubectl) -> None:
-    fake_kubectl.set_output("1 ", PASSING_LOG)
+    fake_kubectl.set_output("1/", PASSING_LOG)
 
     report = await_job(fake_kubectl)
 
@@ -454,7 +454,7 @@ def test_await_passing_job_prints_report(fake_kubectl: FakeKubectl) -> None:
 
 
 def test_await_failed_job_exits_nonzero(fake_kubectl: FakeKubectl) -> None:
-    fake_kubectl.set_output(" 1", FAILING_LOG)
+    fake_kubectl.set_output("/1", FAILING_LOG)
 
     report = await_job(fake_kubectl)
 
@@ -463,8 +463,17 @@ def test_await_failed_job_exits_nonzero(fake_kubectl: FakeKubectl) -> None:
     assert report.stdout.rstrip().endswith("the network check failed (path-mtu-other-node)")
 
 
+def test_await_failed_job_with_passing_log_fails(fake_kubectl: FakeKubectl) -> None:
+    """kubectl prints " 1" for a failed Job: a blank succeeded count, then failed=1."""
+    fake_kubectl.set_output("/1", PASSING_LOG)
+
+    report = await_job(fake_kubectl)
+
+    assert report.returncode == 1, report
+
+
 def test_await_succeeded_without_summary_fails(fake_kubectl: FakeKubectl) -> None:
-    fake_kubectl.set_output("1 ", "PASS dns x -> y: z\n")
+    fake_kubectl.set_output("1/", "PASS dns x -> y: z\n")
 
     report = await_job(fake_kubectl)
 
@@ -474,7 +483,7 @@ def test_await_succeeded_without_summary_fails(fake_kubectl: FakeKubectl) -> Non
 
 def test_await_job_killed_shows_conditions(fake_kubectl: FakeKubectl) -> None:
     conditions = "Job condition Failed: DeadlineExceeded: Job was active longer than specified deadline\n"
-    fake_kubectl.set_output(" 1", "PASS dns x -> y: z\n", conditions)
+    fake_kubectl.set_output("/1", "PASS dns x -> y: z\n", conditions)
 
     report = await_job(fake_kubectl)
 
@@ -485,7 +494,7 @@ def test_await_job_killed_shows_conditions(fake_kubectl: FakeKubectl) -> None:
 
 
 def test_await_times_out(fake_kubectl: FakeKubectl) -> None:
-    fake_kubectl.set_output(" ")
+    fake_kubectl.set_output("/")
 
     report = await_job(fake_kubectl, timeout=2)
 

@@ -492,9 +492,13 @@ run_await() {
 	local -a kubectl=(kubectl --kubeconfig "$kubeconfig" --namespace "$namespace")
 	local deadline=$((SECONDS + timeout)) state succeeded failed last_error=""
 	while :; do
-		if state=$("${kubectl[@]}" get job "$job" -o 'jsonpath={.status.succeeded} {.status.failed}' 2>&1 </dev/null); then
-			read -r succeeded failed <<<"$state"
-			if ((${succeeded:-0} > 0 || ${failed:-0} > 0)); then
+		# A slash, not a blank, separates the counts: `read` drops a leading blank, so " 1" (failed) would
+		# read as succeeded=1.
+		if state=$("${kubectl[@]}" get job "$job" -o 'jsonpath={.status.succeeded}/{.status.failed}' 2>&1 </dev/null) &&
+			[[ $state =~ ^([0-9]*)/([0-9]*)$ ]]; then
+			succeeded=${BASH_REMATCH[1]:-0}
+			failed=${BASH_REMATCH[2]:-0}
+			if ((succeeded > 0 || failed > 0)); then
 				break
 			fi
 		else
@@ -512,7 +516,7 @@ run_await() {
 	local log
 	log=$("${kubectl[@]}" logs "job/$job" 2>&1 </dev/null) || log="(no log: $log)"
 	printf '%s\n' "$log"
-	if ((${succeeded:-0} > 0)) && grep -q '^summary: .*the network check passed$' <<<"$log"; then
+	if ((succeeded > 0 && failed == 0)) && grep -q '^summary: .*the network check passed$' <<<"$log"; then
 		exit 0
 	fi
 	if ! grep -q '^summary: ' <<<"$log"; then
