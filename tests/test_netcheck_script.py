@@ -39,6 +39,7 @@ TIMEOUT = 1
 ATTEMPTS = 2
 SCENARIOS = {
     "pod-ip-in-pool",
+    "pod-mtu",
     "pod-to-pod-same-node",
     "pod-to-pod-other-node",
     "path-mtu-other-node",
@@ -141,6 +142,11 @@ def lab() -> Iterator[Lab]:
         # A pod the sending node reaches over a narrower route, so the node replies with an ICMP error.
         topo.add_pod("b-narrow", "node-b", "198.51.100.141", VXLAN_POD_MTU)
         topo.limit_route_mtu("node-a", "198.51.100.141", VXLAN_POD_MTU - 50)
+        # Check pods whose interface MTU differs from the configured pod MTU, as a pod created before
+        # calico-node rolled out a new MTU has. Each is the source of one case only, so no cached path MTU
+        # from another case changes what ping reports.
+        topo.add_pod("check-wide", "node-a", "198.51.100.30", UNDERLAY_MTU, good_dns)
+        topo.add_pod("check-narrow", "node-a", "198.51.100.31", VXLAN_POD_MTU - 50, good_dns)
         # A pod that ignores echo requests: every ping to it goes unanswered.
         topo.add_pod("b-silent", "node-b", "198.51.100.142", VXLAN_POD_MTU)
         topo.exec_in("b-silent", "sysctl", "-qw", "net.ipv4.icmp_echo_ignore_all=1").check_returncode()
@@ -156,9 +162,13 @@ def run_check(
     targets: Sequence[str],
     *,
     service: str = f"{API_SERVER}:{API_PORT}",
+    mtu: int | None = None,
     extra: Sequence[str] = (),
 ) -> Report:
-    """Run the scenarios from pod `source` against the pods `targets`, as the check pod does."""
+    """Run the scenarios from pod `source` against the pods `targets`, as the check pod does.
+
+    `mtu` is the configured pod MTU, by default the source pod's interface MTU.
+    """
     pods_file = tmp_path / "pods.txt"
     pods_file.write_text(
         "".join(f"{name} {topo.pods[name].node} {topo.pods[name].address}\n" for name in targets), encoding="utf-8"
@@ -170,7 +180,7 @@ def run_check(
         source,
         "bash", str(SCRIPT), "scenarios",
         "--self-name", source, "--self-node", pod.node, "--self-ip", pod.address,
-        "--pods", str(pods_file), "--pool", POOL, "--mtu", str(pod.mtu), "--service", service,
+        "--pods", str(pods_file), "--pool", POOL, "--mtu", str(mtu or pod.mtu), "--service", service,
         "--timeout", str(TIMEOUT), "--attempts", str(ATTEMPTS), *extra,
     )  # fmt: skip
     return Report(result.returncode, result.stdout, result.stderr, time.monotonic() - start)
@@ -183,7 +193,7 @@ def test_vxlan_mtu_passes_every_scenario(topology: Topology, tmp_path: Path) -> 
     assert report.scenarios("PASS") == SCENARIOS, report
     assert report.scenarios("FAIL") == set(), report
     assert report.scenarios("SKIP") == set(), report
-    assert report.summary == "summary: 8 passed, 0 failed, 0 skipped; the network check passed"
+    assert report.summary == "summary: 9 passed, 0 failed, 0 skipped; the network check passed"
     path_mtu = report.of("path-mtu-other-node")[0]
     assert "1422-byte don't-fragment ping: reply" in path_mtu.detail
     assert "1423-byte: rejected by the sending pod's kernel" in path_mtu.detail
@@ -224,8 +234,8 @@ def test_one_node_skips_other_node_scenarios(topology: Topology, tmp_path: Path)
     for line in report.of("pod-to-pod-other-node") + report.of("path-mtu-other-node"):
         assert "every pingtest pod runs on node-a" in line.detail
         assert "another node is needed" in line.detail
-    assert report.scenarios("PASS") == {"pod-ip-in-pool", "pod-to-pod-same-node", "dns", "pod-to-service"}
-    assert report.summary == "summary: 5 passed, 0 failed, 2 skipped; the network check passed"
+    assert report.scenarios("PASS") == {"pod-ip-in-pool", "pod-mtu", "pod-to-pod-same-node", "dns", "pod-to-service"}
+    assert report.summary == "summary: 6 passed, 0 failed, 2 skipped; the network check passed"
 
 
 def test_missing_pods_fail_not_skip(topology: Topology, tmp_path: Path) -> None:
@@ -235,6 +245,36 @@ def test_missing_pods_fail_not_skip(topology: Topology, tmp_path: Path) -> None:
     assert report.scenarios("FAIL") == {"pingtest-pods"}, report
     assert "expected 3 running pingtest pods with an IP, found 0" in report.of("pingtest-pods")[0].detail
     assert "no pingtest pod was found" in report.of("pod-to-pod-other-node")[0].detail
+
+
+def test_check_pod_mtu_above_config_fails(topology: Topology, tmp_path: Path) -> None:
+    """The check pod's eth0 is 1500 while calico:mtu is 1450: the 1423-byte probe must not count as rejected."""
+    report = run_check(topology, tmp_path, "check-wide", ["b-1450"], mtu=VXLAN_POD_MTU)
+
+    assert report.returncode == 1, report
+    pod_mtu = report.of("pod-mtu")[0]
+    assert pod_mtu.result == "FAIL", report
+    assert f"expected MTU {VXLAN_POD_MTU} (calico:mtu), got {UNDERLAY_MTU}" in pod_mtu.detail
+    assert "recreate the pods" in pod_mtu.detail
+    path_mtu = report.of("path-mtu-other-node")[0]
+    assert path_mtu.result == "FAIL", report
+    assert f'rejected by the sending pod\'s kernel with "message too long, mtu={VXLAN_POD_MTU}"' in path_mtu.detail
+
+
+def test_check_pod_mtu_below_config_fails(topology: Topology, tmp_path: Path) -> None:
+    """The check pod's eth0 is 1400 while calico:mtu is 1450: the pod is stale, the overlay is fine."""
+    narrow = VXLAN_POD_MTU - 50
+    report = run_check(topology, tmp_path, "check-narrow", ["b-1450"], mtu=VXLAN_POD_MTU)
+
+    assert report.returncode == 1, report
+    pod_mtu = report.of("pod-mtu")[0]
+    assert pod_mtu.result == "FAIL", report
+    assert f"expected MTU {VXLAN_POD_MTU} (calico:mtu), got {narrow}" in pod_mtu.detail
+    path_mtu = report.of("path-mtu-other-node")[0]
+    assert path_mtu.result == "FAIL", report
+    assert f"mtu={narrow}" in path_mtu.detail
+    assert "lower calico:mtu" not in path_mtu.detail
+    assert f"The check pod's interface MTU is {narrow}, not {VXLAN_POD_MTU}" in path_mtu.detail
 
 
 def test_node_icmp_frag_needed_fails_path_mtu(topology: Topology, tmp_path: Path) -> None:

@@ -123,12 +123,14 @@ ping_once() {
 		line=$(grep -m 1 -o 'time=[0-9.]* *ms' <<<"$output")
 		DETAIL="reply${line:+ in ${line#time=}}"
 	elif [[ $output == *"Frag needed"* ]]; then
-		OUTCOME=too-big
+		OUTCOME=frag-needed
 		line=$(grep -m 1 'Frag needed' <<<"$output")
 		DETAIL="ICMP fragmentation needed: ${line}"
 	elif [[ $output == *"message too long"* ]]; then
+		# iputils prints "local error: message too long, mtu=N", N being the sender's MTU for that route.
 		OUTCOME=too-big
 		line=$(grep -m 1 'message too long' <<<"$output")
+		LOCAL_MTU=$(grep -m 1 -o 'mtu *= *[0-9]*' <<<"$line" | tr -dc '0-9')
 		DETAIL="rejected by the sending pod's kernel: ${line#ping: }"
 	elif [[ $output == *"From "* ]]; then
 		OUTCOME=error
@@ -142,6 +144,14 @@ ping_once() {
 		line=$(grep -m 1 -v '^$' <<<"$output")
 		DETAIL="ping failed (exit status $status): ${line}"
 	fi
+}
+
+# Print the name of the interface that carries the default route, eth0 when the routing table has none.
+# /proc/net/route lists the routes of the reading process's network namespace, so this needs no `ip`.
+default_interface() {
+	local interface
+	interface=$(awk '$2 == "00000000" { print $1; exit }' /proc/net/route 2>/dev/null)
+	printf '%s\n' "${interface:-eth0}"
 }
 
 # ping_probe DESTINATION PAYLOAD_BYTES DONT_FRAGMENT: ping_once, retried while there is no reply at all.
@@ -358,17 +368,36 @@ run_scenarios() {
 		report SKIP pod-to-pod-other-node "$self" "(none)" "$one_node_reason"
 	fi
 
-	# path-mtu-other-node: a packet of exactly the pod MTU crosses the overlay, and one byte more is rejected.
+	# pod-mtu: the check pod's own interface has the pod MTU. The MTU probes below measure the path from
+	# this interface, so they mean nothing when it differs.
+	local interface own_mtu
+	interface=$(default_interface)
+	own_mtu=$(cat "/sys/class/net/$interface/mtu" 2>/dev/null)
+	if ! [[ $own_mtu =~ ^[0-9]+$ ]]; then
+		report FAIL pod-mtu "$self" "interface $interface" \
+			"expected to read the MTU of $interface from /sys/class/net/$interface/mtu, got '${own_mtu}'"
+	elif ((own_mtu == mtu)); then
+		report PASS pod-mtu "$self" "interface $interface" "MTU $own_mtu is the pod MTU"
+	else
+		report FAIL pod-mtu "$self" "interface $interface" \
+			"expected MTU $mtu (calico:mtu), got $own_mtu. A pod keeps the MTU it was created with, so this pod was created before calico-node wrote MTU $mtu into the CNI config: wait for the calico-node DaemonSet to finish rolling out, then recreate the pods (for the check, replace its Job)."
+	fi
+
+	# path-mtu-other-node: a packet of exactly the pod MTU crosses the overlay, and one byte more is rejected
+	# by the sending pod's own kernel, which knows its interface MTU.
 	local fits=$((mtu - 28)) too_big=$((mtu - 27)) fits_detail hint
 	if ((${#other_node[@]} == 0)); then
 		report SKIP path-mtu-other-node "$self" "(none)" "$one_node_reason"
 	fi
 	for index in "${other_node[@]}"; do
 		describe_pod "$index"
+		LOCAL_MTU=""
 		ping_probe "${addresses[index]}" "$fits" yes
 		if [[ $OUTCOME != reply ]]; then
 			hint=""
-			if [[ $OUTCOME == too-big || $OUTCOME == no-reply ]]; then
+			if [[ $own_mtu != "$mtu" ]]; then
+				hint=" The check pod's interface MTU is $own_mtu, not $mtu (see pod-mtu)."
+			elif [[ $OUTCOME == too-big || $OUTCOME == frag-needed || $OUTCOME == no-reply ]]; then
 				hint=" The overlay carries less than the pod MTU, so lower calico:mtu or raise the nodes' MTU."
 			fi
 			report FAIL path-mtu-other-node "$self" "$pod" \
@@ -376,13 +405,17 @@ run_scenarios() {
 			continue
 		fi
 		fits_detail=$DETAIL
+		LOCAL_MTU=""
 		ping_once "${addresses[index]}" "$too_big" yes
-		if [[ $OUTCOME == reply ]]; then
-			report FAIL path-mtu-other-node "$self" "$pod" \
-				"expected a ${too_big}-byte don't-fragment ping (one byte over the pod MTU $mtu) to be rejected, got a reply: the source pod's interface MTU is larger than $mtu"
-		else
+		if [[ $OUTCOME == too-big && $LOCAL_MTU == "$mtu" ]]; then
 			report PASS path-mtu-other-node "$self" "$pod" \
 				"${fits}-byte don't-fragment ping: $fits_detail; ${too_big}-byte: $DETAIL"
+		elif [[ $OUTCOME == reply ]]; then
+			report FAIL path-mtu-other-node "$self" "$pod" \
+				"expected a ${too_big}-byte don't-fragment ping (one byte over the pod MTU $mtu) to be rejected by the sending pod's kernel, got a reply: the source pod's interface MTU is larger than $mtu"
+		else
+			report FAIL path-mtu-other-node "$self" "$pod" \
+				"expected a ${too_big}-byte don't-fragment ping (one byte over the pod MTU $mtu) to be rejected by the sending pod's kernel with \"message too long, mtu=$mtu\", got $DETAIL"
 		fi
 	done
 
