@@ -114,6 +114,8 @@ def _job_spec(settings: Settings, config_map_name: str) -> dict[str, Any]:
         "--namespace", NAMESPACE,
         "--selector", ",".join(f"{key}={value}" for key, value in PINGTEST_SELECTOR.items()),
         "--expect-pods", str(settings.pingtest.replicas),
+        # With more than one node, pingtest pods on a single node fail the other-node scenarios, not skip them.
+        "--expect-nodes", str(len(settings.nodes)),
         "--discovery-timeout", str(DISCOVERY_TIMEOUT_SECONDS),
         "--pool", str(settings.pod_cidr),
         "--mtu", str(settings.mtu),

@@ -197,6 +197,7 @@ def test_job_tests_the_stack_settings(register_check: Registrar) -> None:
     assert arguments[arguments.index("--mtu") + 1] == "1450"
     assert arguments[arguments.index("--pool") + 1] == "10.244.0.0/16"
     assert arguments[arguments.index("--expect-pods") + 1] == "3"
+    assert arguments[arguments.index("--expect-nodes") + 1] == "3"
     assert container["image"] == "docker.io/nicolaka/netshoot:v0.13"
     assert job["metadata"]["annotations"]["pulumi.com/skipAwait"] == "true"
     assert job["spec"]["backoffLimit"] == 0

@@ -227,7 +227,7 @@ def test_pods_outside_pool_fail_pool_check(topology: Topology, tmp_path: Path) -
 
 
 def test_one_node_skips_other_node_scenarios(topology: Topology, tmp_path: Path) -> None:
-    report = run_check(topology, tmp_path, "check-1450", ["a-1450"])
+    report = run_check(topology, tmp_path, "check-1450", ["a-1450"], extra=["--expect-nodes", "1"])
 
     assert report.returncode == 0, report
     assert report.scenarios("SKIP") == {"pod-to-pod-other-node", "path-mtu-other-node"}, report
@@ -236,6 +236,18 @@ def test_one_node_skips_other_node_scenarios(topology: Topology, tmp_path: Path)
         assert "another node is needed" in line.detail
     assert report.scenarios("PASS") == {"pod-ip-in-pool", "pod-mtu", "pod-to-pod-same-node", "dns", "pod-to-service"}
     assert report.summary == "summary: 6 passed, 0 failed, 2 skipped; the network check passed"
+
+
+def test_pods_on_one_of_two_nodes_fail(topology: Topology, tmp_path: Path) -> None:
+    """Two nodes are configured, but every pingtest pod runs on the check pod's node."""
+    report = run_check(topology, tmp_path, "check-1450", ["a-1450"], extra=["--expect-nodes", "2"])
+
+    assert report.returncode == 1, report
+    assert report.scenarios("FAIL") == {"pod-to-pod-other-node", "path-mtu-other-node"}, report
+    assert report.scenarios("SKIP") == set(), report
+    for line in report.of("pod-to-pod-other-node") + report.of("path-mtu-other-node"):
+        assert "calico:nodes lists 2 nodes but every pingtest pod runs on node-a" in line.detail
+        assert "no packet crossed the overlay" in line.detail
 
 
 def test_missing_pods_fail_not_skip(topology: Topology, tmp_path: Path) -> None:

@@ -222,13 +222,15 @@ usage_scenarios() {
 	cat <<'EOF'
 usage: netcheck.sh scenarios --self-name NAME --self-node NODE --self-ip IP --pods FILE --pool CIDR
                              --mtu BYTES --service HOST:PORT [--dns-name NAME] [--expect-pods N]
-                             [--timeout SECONDS] [--attempts N]
+                             [--expect-nodes N] [--timeout SECONDS] [--attempts N]
   --pods FILE      one pingtest pod per line: "name node ip"
   --pool CIDR      calico:podCidr; every pod IP must lie inside it
   --mtu BYTES      the pod MTU; a don't-fragment ping of BYTES-28 must pass to a pod on another node
   --service H:P    the API server's ClusterIP and port; `dns` expects --dns-name to resolve to H
   --dns-name NAME  name to resolve through the pod's resolver (default kubernetes.default.svc)
   --expect-pods N  number of pingtest pods expected; fewer is a failure (default: no expectation)
+  --expect-nodes N number of nodes in the cluster (calico:nodes); above 1, the other-node scenarios fail
+                   instead of being skipped when no pingtest pod runs on another node (default 1)
   --timeout S      seconds to wait for each reply (default 2)
   --attempts N     attempts when there is no reply at all (default 3)
 EOF
@@ -236,7 +238,7 @@ EOF
 
 run_scenarios() {
 	local self_name="" self_node="" self_ip="" pods_file="" pool="" mtu="" service="" dns_name="kubernetes.default.svc"
-	local expect_pods=""
+	local expect_pods="" expect_nodes=1
 	while (($# > 0)); do
 		case $1 in
 		--self-name) self_name=${2-} ;;
@@ -248,6 +250,7 @@ run_scenarios() {
 		--service) service=${2-} ;;
 		--dns-name) dns_name=${2-} ;;
 		--expect-pods) expect_pods=${2-} ;;
+		--expect-nodes) expect_nodes=${2-} ;;
 		--timeout) PING_TIMEOUT=${2-} ;;
 		--attempts) ATTEMPTS=${2-} ;;
 		-h | --help)
@@ -284,6 +287,7 @@ run_scenarios() {
 	fi
 	[[ $PING_TIMEOUT =~ ^[1-9][0-9]*$ ]] || die "--timeout $PING_TIMEOUT is not a whole number of seconds"
 	[[ $ATTEMPTS =~ ^[1-9][0-9]*$ ]] || die "--attempts $ATTEMPTS is not a positive whole number"
+	[[ $expect_nodes =~ ^[1-9][0-9]*$ ]] || die "--expect-nodes $expect_nodes is not a positive whole number"
 	require_tools ping dig awk grep sed sort
 
 	local -a names=() nodes=() addresses=()
@@ -356,16 +360,26 @@ run_scenarios() {
 	else
 		report SKIP pod-to-pod-same-node "$self" "(none)" "no pingtest pod runs on $self_node, the source's node"
 	fi
-	local one_node_reason
+	# Without a pingtest pod on another node nothing crosses the overlay. That is only a skip on a
+	# one-node cluster; with more nodes the check must not pass without testing the overlay.
+	local one_node_reason one_node_result=SKIP
 	if ((count == 0)); then
 		one_node_reason="no pingtest pod was found"
 	else
 		one_node_reason="every pingtest pod runs on $self_node, the source's node (a one-node cluster, or the pods are not spread); another node is needed"
 	fi
+	if ((expect_nodes > 1)); then
+		one_node_result=FAIL
+		if ((count == 0)); then
+			one_node_reason="calico:nodes lists $expect_nodes nodes but no pingtest pod was found, so no packet crossed the overlay"
+		else
+			one_node_reason="calico:nodes lists $expect_nodes nodes but every pingtest pod runs on $self_node, so no packet crossed the overlay. Check that every node joined the cluster and is Ready (kubectl get nodes), and that calico:pingtest.replicas is at least 2."
+		fi
+	fi
 	if ((${#other_node[@]} > 0)); then
 		ping_pods pod-to-pod-other-node "${other_node[@]}"
 	else
-		report SKIP pod-to-pod-other-node "$self" "(none)" "$one_node_reason"
+		report "$one_node_result" pod-to-pod-other-node "$self" "(none)" "$one_node_reason"
 	fi
 
 	# pod-mtu: the check pod's own interface has the pod MTU. The MTU probes below measure the path from
@@ -387,7 +401,7 @@ run_scenarios() {
 	# by the sending pod's own kernel, which knows its interface MTU.
 	local fits=$((mtu - 28)) too_big=$((mtu - 27)) fits_detail hint
 	if ((${#other_node[@]} == 0)); then
-		report SKIP path-mtu-other-node "$self" "(none)" "$one_node_reason"
+		report "$one_node_result" path-mtu-other-node "$self" "(none)" "$one_node_reason"
 	fi
 	for index in "${other_node[@]}"; do
 		describe_pod "$index"
