@@ -27,6 +27,7 @@ import pulumi_kubernetes as k8s
 from components.nodes import connection_args
 from components.pingtest import PINGTEST_LABELS, PINGTEST_NAME, PINGTEST_NAMESPACE
 from components.settings import Node, Settings
+from components.transform import TransformParams, settings_hash
 
 SCRIPT_PATH = Path(__file__).parent / "scripts" / "netcheck.sh"
 NAMESPACE = PINGTEST_NAMESPACE
@@ -68,13 +69,19 @@ def _short_hash(value: object) -> str:
 
 
 def checked_settings(settings: Settings) -> dict[str, Any]:
-    """Return the settings the check depends on. A change to any of them runs the check again."""
+    """Return the settings the check depends on. A change to any of them runs the check again.
+
+    Every manifest setting (the transform hash covers the block size and IP autodetection too) and the
+    node list roll calico-node or the pingtest pods, so each of them needs a fresh check.
+    """
     pingtest = settings.pingtest
     return {
         "version": settings.version,
         "podCidr": str(settings.pod_cidr),
         "encapsulation": settings.encapsulation,
         "mtu": settings.mtu,
+        "manifest": settings_hash(TransformParams.from_settings(settings)),
+        "nodes": [node.name for node in settings.nodes],
         "pingtest": {
             "enabled": pingtest.enabled,
             "replicas": pingtest.replicas,

@@ -239,19 +239,47 @@ def test_mtu_change_replaces_the_job(register_check: Registrar) -> None:
         {"mtu": 1400},
         {"pingtest": {"enabled": True, "replicas": 2}},
         {"pingtest": {"enabled": True, "checkImage": "docker.io/nicolaka/netshoot:v0.14"}},
+        {"ipAutodetectionMethod": "interface=eth0"},
+        {"blockSize": 24},
+        {"nodes": [{"name": "pi-1", "host": "192.0.2.11"}, {"name": "pi-4", "host": "192.0.2.14"}]},
+        {
+            "nodes": [
+                {"name": "pi-1", "host": "192.0.2.11"},
+                {"name": "pi-2", "host": "192.0.2.12"},
+                {"name": "pi-9", "host": "192.0.2.13"},
+            ]
+        },
     ],
-    ids=lambda change: ",".join(change),
+    ids=[
+        "version",
+        "podCidr",
+        "encapsulation",
+        "mtu",
+        "replicas",
+        "checkImage",
+        "ipAutodetectionMethod",
+        "blockSize",
+        "nodes",
+        "node-name",
+    ],
 )
-def test_checked_setting_renames_job(change: dict[str, Any]) -> None:
-    script = read_script()
-    assert build_objects(settings_with(**change), script).job_name != build_objects(settings_with(), script).job_name
+def test_checked_setting_renames_job(register_check: Registrar, change: dict[str, Any]) -> None:
+    before = register_check(settings_with())
+    after = register_check(settings_with(**change))
+
+    job_before = before.mocks.of_type(JOB_TYPE)[0].inputs["metadata"]["name"]
+    job_after = after.mocks.of_type(JOB_TYPE)[0].inputs["metadata"]["name"]
+    assert job_before != job_after
+    command_after = after.mocks.of_type(COMMAND_TYPE)[0].inputs
+    assert command_after["triggers"] == [job_after]
+    assert f"--job {job_after}" in command_after["create"]
 
 
 def test_unrelated_setting_keeps_job() -> None:
     script = read_script()
     unchanged = build_objects(settings_with(), script).job_name
 
-    assert build_objects(settings_with(sshUser="admin", blockSize=24), script).job_name == unchanged
+    assert build_objects(settings_with(sshUser="admin"), script).job_name == unchanged
     assert build_objects(settings_with(), script + "\n").job_name != unchanged, "a script change must re-run it"
 
 
