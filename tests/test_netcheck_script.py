@@ -439,6 +439,16 @@ FAKE_KUBECTL = """\
 #!/usr/bin/env bash
 # Stand-in for kubectl: prints the contents of files in $FAKE_KUBECTL_DIR, and logs each call.
 printf '%s\\n' "$*" >>"$FAKE_KUBECTL_DIR/calls"
+# A stalled API server: kubectl gives up after its --request-timeout, and hangs for long without one.
+if [[ -e $FAKE_KUBECTL_DIR/stall ]]; then
+    limit=10
+    for argument in "$@"; do
+        case $argument in --request-timeout=*) limit=${argument#--request-timeout=}; limit=${limit%s} ;; esac
+    done
+    sleep "$limit"
+    echo "Unable to connect to the server: context deadline exceeded" >&2
+    exit 1
+fi
 case " $* " in
 *" get job "*"{.status.succeeded}"*) cat "$FAKE_KUBECTL_DIR/state" ;;
 *" get job "*"conditions"*) cat "$FAKE_KUBECTL_DIR/conditions" ;;
@@ -554,6 +564,22 @@ def test_await_times_out(fake_kubectl: FakeKubectl) -> None:
     assert "the network check Job default/netcheck-abc did not finish within 2 s" in report.stdout
     assert "container netcheck: ImagePullBackOff Back-off pulling image" in report.stdout
     assert report.seconds < 10, report
+
+
+def test_await_stalled_api_server_is_bounded(fake_kubectl: FakeKubectl) -> None:
+    (fake_kubectl.directory / "stall").touch()
+
+    report = run_script(
+        "await", "--job", "netcheck-abc", "--timeout", "2", "--interval", "1", "--request-timeout", "2",
+        "--kubeconfig", "/dev/null", env=fake_kubectl.env,
+    )  # fmt: skip
+
+    assert report.returncode == 1, report
+    assert "did not finish within 2 s" in report.stdout
+    assert "context deadline exceeded" in report.stdout
+    assert all("--request-timeout=" in call for call in fake_kubectl.calls), fake_kubectl.calls
+    # The await timeout plus one request timeout, and a second of rounding per call after the deadline.
+    assert report.seconds < 2 + 2 + 3, report
 
 
 def test_await_without_kubectl_names_the_node_requirement(tmp_path: Path) -> None:

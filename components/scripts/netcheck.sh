@@ -519,7 +519,7 @@ run_cluster() {
 # --- Await mode: on a control-plane node, wait for the check Job and print its report ----------------------
 
 run_await() {
-	local namespace=default job="" timeout=660 interval=5 kubeconfig=/etc/kubernetes/admin.conf
+	local namespace=default job="" timeout=660 interval=5 kubeconfig=/etc/kubernetes/admin.conf request_timeout=20
 	while (($# > 0)); do
 		case $1 in
 		--namespace) namespace=${2-} ;;
@@ -527,17 +527,25 @@ run_await() {
 		--timeout) timeout=${2-} ;;
 		--interval) interval=${2-} ;;
 		--kubeconfig) kubeconfig=${2-} ;;
+		--request-timeout) request_timeout=${2-} ;;
 		*) die "unknown option: $1" ;;
 		esac
 		shift 2 || die "option $1 needs a value"
 	done
 	[[ -n $job ]] || die "missing option --job"
+	[[ $timeout =~ ^[1-9][0-9]*$ ]] || die "--timeout $timeout is not a positive whole number of seconds"
+	[[ $request_timeout =~ ^[1-9][0-9]*$ ]] ||
+		die "--request-timeout $request_timeout is not a positive whole number of seconds"
 	local requirement="calico:nodes[0] must be a control-plane node with kubectl and $kubeconfig"
 	command -v kubectl >/dev/null 2>&1 || die "kubectl not found on ${HOSTNAME:-this node}. $requirement."
 	[[ -r $kubeconfig ]] || die "$kubeconfig is missing or not readable on ${HOSTNAME:-this node}. $requirement."
 
-	local -a kubectl=(kubectl --kubeconfig "$kubeconfig" --namespace "$namespace")
+	local -a kubectl=(kubectl_bounded --kubeconfig "$kubeconfig" --namespace "$namespace")
 	local deadline=$((SECONDS + timeout)) state succeeded failed last_error=""
+	# Every kubectl call ends by this time, so a stalled API server delays the end by one request timeout
+	# at most (and a second of rounding per call made after it).
+	AWAIT_HARD_DEADLINE=$((deadline + request_timeout))
+	AWAIT_REQUEST_TIMEOUT=$request_timeout
 	while :; do
 		# A slash, not a blank, separates the counts: `read` drops a leading blank, so " 1" (failed) would
 		# read as succeeded=1.
@@ -573,6 +581,14 @@ run_await() {
 		describe_job_pods "${kubectl[@]}"
 	fi
 	exit "$EXIT_FAILED"
+}
+
+# Run kubectl with a request timeout that ends by AWAIT_HARD_DEADLINE, one second at least.
+kubectl_bounded() {
+	local seconds=$((AWAIT_HARD_DEADLINE - SECONDS))
+	((seconds > AWAIT_REQUEST_TIMEOUT)) && seconds=$AWAIT_REQUEST_TIMEOUT
+	((seconds < 1)) && seconds=1
+	kubectl --request-timeout="${seconds}s" "$@"
 }
 
 describe_job_pods() {
