@@ -453,6 +453,7 @@ case " $* " in
 *" get job "*"{.status.succeeded}"*) cat "$FAKE_KUBECTL_DIR/state" ;;
 *" get job "*"conditions"*) cat "$FAKE_KUBECTL_DIR/conditions" ;;
 *" logs job/"*) cat "$FAKE_KUBECTL_DIR/log" ;;
+*" get pods "*"{.state.waiting.reason} {.image}"*) cat "$FAKE_KUBECTL_DIR/waiting" ;;
 *" get pods "*"-o wide "*) printf 'NAME READY STATUS\\nnetcheck-abc-x1 0/1 ImagePullBackOff\\n' ;;
 *" get pods "*) printf 'container netcheck: ImagePullBackOff Back-off pulling image\\n' ;;
 *) echo "unexpected kubectl call: $*" >&2; exit 1 ;;
@@ -475,7 +476,12 @@ class FakeKubectl:
 
     directory: Path
 
-    def set_output(self, state: str, log: str = "", conditions: str = "") -> None:
+    def set_output(self, state: str, log: str = "", conditions: str = "", waiting: str = "") -> None:
+        """Set the Job's "succeeded/failed" counts, its log and conditions, and the check pod's waiting state.
+
+        `waiting` is "reason image message" per container, as the await step's query prints it.
+        """
+        (self.directory / "waiting").write_text(waiting, encoding="utf-8")
         (self.directory / "state").write_text(state, encoding="utf-8")
         (self.directory / "log").write_text(log, encoding="utf-8")
         (self.directory / "conditions").write_text(conditions, encoding="utf-8")
@@ -556,14 +562,30 @@ def test_await_job_killed_shows_conditions(fake_kubectl: FakeKubectl) -> None:
 
 
 def test_await_times_out(fake_kubectl: FakeKubectl) -> None:
-    fake_kubectl.set_output("/")
+    fake_kubectl.set_output("/", waiting="ContainerCreating docker.io/nicolaka/netshoot:v0.13 \n")
 
     report = await_job(fake_kubectl, timeout=2)
 
     assert report.returncode == 1, report
     assert "the network check Job default/netcheck-abc did not finish within 2 s" in report.stdout
+    assert "last waiting reason of the check pod: ContainerCreating" in report.stdout
     assert "container netcheck: ImagePullBackOff Back-off pulling image" in report.stdout
     assert report.seconds < 10, report
+
+
+@pytest.mark.parametrize(
+    "reason", ["ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError"]
+)
+def test_await_pod_start_error_fails_at_once(fake_kubectl: FakeKubectl, reason: str) -> None:
+    image = "docker.io/nicolaka/netshoot:v0.99"
+    fake_kubectl.set_output("/", waiting=f"{reason} {image} Back-off pulling image\n")
+
+    report = await_job(fake_kubectl, timeout=30)
+
+    assert report.returncode == 1, report
+    assert report.seconds < 10, report
+    assert f"the check pod cannot start: {reason} for image {image}" in report.stdout
+    assert "calico:pingtest.checkImage" in report.stdout
 
 
 def test_await_stalled_api_server_is_bounded(fake_kubectl: FakeKubectl) -> None:

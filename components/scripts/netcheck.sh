@@ -559,9 +559,11 @@ run_await() {
 		else
 			last_error=$state
 		fi
+		check_pod_start "${kubectl[@]}"
 		if ((SECONDS >= deadline)); then
 			printf 'the network check Job %s/%s did not finish within %d s.\n' "$namespace" "$job" "$timeout"
 			[[ -z $last_error ]] || printf 'kubectl: %s\n' "$last_error"
+			[[ -z $LAST_WAITING ]] || printf 'last waiting reason of the check pod: %s\n' "$LAST_WAITING"
 			describe_job_pods "${kubectl[@]}"
 			exit "$EXIT_FAILED"
 		fi
@@ -581,6 +583,34 @@ run_await() {
 		describe_job_pods "${kubectl[@]}"
 	fi
 	exit "$EXIT_FAILED"
+}
+
+LAST_WAITING=""
+
+# check_pod_start KUBECTL...: exit at once when the check pod's container cannot start, since the kubelet
+# retries these errors until the Job's deadline. Other waiting reasons go to LAST_WAITING for the timeout
+# message.
+check_pod_start() {
+	local statuses reason image message
+	statuses=$("$@" get pods --selector "job-name=$job" \
+		-o 'jsonpath={range .items[*].status.containerStatuses[*]}{.state.waiting.reason} {.image} {.state.waiting.message}{"\n"}{end}' \
+		</dev/null 2>/dev/null) || return 0
+	while read -r reason image message; do
+		case $reason in
+		ErrImagePull | ImagePullBackOff | InvalidImageName | CreateContainerConfigError)
+			printf 'the check pod cannot start: %s for image %s: %s\n' "$reason" "$image" "$message"
+			if [[ $reason == CreateContainerConfigError ]]; then
+				printf 'The container of calico:pingtest.checkImage (%s) refers to a ConfigMap, Secret or setting the node cannot provide; the message above names it.\n' "$image"
+			else
+				printf 'Set calico:pingtest.checkImage to an image every node can pull (now %s), or make the registry reachable from the nodes.\n' "$image"
+			fi
+			describe_job_pods "$@"
+			exit "$EXIT_FAILED"
+			;;
+		"") ;;
+		*) LAST_WAITING="$reason ($image)${message:+: $message}" ;;
+		esac
+	done <<<"$statuses"
 }
 
 # Run kubectl with a request timeout that ends by AWAIT_HARD_DEADLINE, one second at least.
