@@ -433,6 +433,60 @@ def test_pod_list_keeps_running_pods() -> None:
     assert report.stdout.splitlines() == ["pingtest-1 pi-1 10.244.1.5", "pingtest-3 pi-3 10.244.3.7"]
 
 
+# --- Cluster mode's pod discovery, against a stand-in curl ------------------------------------------------
+
+FAKE_CURL = """\
+#!/usr/bin/env bash
+# Stand-in for curl against an API server that rejects the service account's token with 403 Forbidden.
+body='{"kind":"Status","status":"Failure","reason":"Forbidden","code":403,"message":"pods is forbidden"}'
+printf '%s\\n' "$*" >>"$FAKE_CURL_DIR/calls"
+for argument in "$@"; do
+    if [[ $argument == --fail ]]; then
+        echo "curl: (22) The requested URL returned error: 403" >&2
+        exit 22
+    fi
+done
+for argument in "$@"; do
+    # The script asks for the status code after the body, on a line of its own.
+    [[ $argument == *'%{http_code}'* ]] && { printf '%s\\n403' "$body"; exit 0; }
+done
+printf '%s\\n' "$body"
+"""
+
+
+def test_discovery_forbidden_stops_at_once(tmp_path: Path) -> None:
+    curl = tmp_path / "curl"
+    curl.write_text(FAKE_CURL, encoding="utf-8")
+    curl.chmod(0o755)
+    account = tmp_path / "serviceaccount"
+    account.mkdir()
+    (account / "token").write_text("token", encoding="utf-8")
+    (account / "ca.crt").write_text("", encoding="utf-8")
+    env = {
+        **os.environ,
+        "PATH": f"{tmp_path}:{os.environ['PATH']}",
+        "FAKE_CURL_DIR": str(tmp_path),
+        "KUBERNETES_SERVICE_HOST": API_SERVER,
+        "KUBERNETES_SERVICE_PORT": str(API_PORT),
+        "NETCHECK_POD_NAME": "netcheck-x",
+        "NETCHECK_NODE_NAME": "node-a",
+        "NETCHECK_POD_IP": "198.51.100.10",
+    }
+
+    report = run_script(
+        "cluster", "--service-account", str(account), "--discovery-timeout", "20", "--expect-pods", "2",
+        "--pool", POOL, "--mtu", "1450", env=env,
+    )  # fmt: skip
+
+    assert report.returncode == 2, report
+    assert report.seconds < 5, report
+    assert "HTTP 403" in report.stderr
+    assert "ServiceAccount default/netcheck" in report.stderr
+    assert "Role default/netcheck" in report.stderr
+    assert "RoleBinding default/netcheck" in report.stderr
+    assert len((tmp_path / "calls").read_text(encoding="utf-8").splitlines()) == 1
+
+
 # --- Await mode, against a stand-in kubectl --------------------------------------------------------------
 
 FAKE_KUBECTL = """\

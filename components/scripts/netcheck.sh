@@ -472,10 +472,12 @@ pods_from_json() {
 
 run_cluster() {
 	local namespace=default selector=app=pingtest expect_pods=1 discovery_timeout=120
+	local account=/var/run/secrets/kubernetes.io/serviceaccount
 	local -a passthrough=()
 	while (($# > 0)); do
 		case $1 in
 		--namespace) namespace=${2-} ;;
+		--service-account) account=${2-} ;;
 		--selector) selector=${2-} ;;
 		--expect-pods) expect_pods=${2-} ;;
 		--discovery-timeout) discovery_timeout=${2-} ;;
@@ -484,7 +486,6 @@ run_cluster() {
 		shift 2 || die "option $1 needs a value"
 	done
 	require_tools curl jq
-	local account=/var/run/secrets/kubernetes.io/serviceaccount
 	[[ -r $account/token ]] || die "no service account token in $account. The check pod needs automountServiceAccountToken."
 	: "${KUBERNETES_SERVICE_HOST:?the pod has no KUBERNETES_SERVICE_HOST}"
 	: "${KUBERNETES_SERVICE_PORT:?the pod has no KUBERNETES_SERVICE_PORT}"
@@ -492,19 +493,31 @@ run_cluster() {
 	: "${NETCHECK_NODE_NAME:?set NETCHECK_NODE_NAME from spec.nodeName}"
 	: "${NETCHECK_POD_IP:?set NETCHECK_POD_IP from status.podIP}"
 
-	local pods_file url deadline found=0 listing
+	local pods_file url deadline found=0 listing status
 	pods_file=$(mktemp)
 	url="https://${KUBERNETES_SERVICE_HOST}:${KUBERNETES_SERVICE_PORT}/api/v1/namespaces/${namespace}/pods?labelSelector=${selector/=/%3D}"
 	deadline=$((SECONDS + discovery_timeout))
 	# The Deployment may still be replacing pods after a settings change, so wait for the expected count.
 	while :; do
-		if listing=$(curl -sS --fail --max-time 10 --cacert "$account/ca.crt" \
+		# The status code goes on a last line of its own, so a definite rejection can be told from an outage.
+		if listing=$(curl -sS --max-time 10 --cacert "$account/ca.crt" -w '\n%{http_code}' \
 			-H "Authorization: Bearer $(cat "$account/token")" "$url" 2>&1); then
+			status=${listing##*$'\n'}
+			listing=${listing%$'\n'*}
+		else
+			status=""
+		fi
+		case $status in
+		200)
 			pods_from_json <<<"$listing" >"$pods_file"
 			found=$(grep -c . "$pods_file")
-		else
-			printf 'info: listing pods failed, retrying: %s\n' "$listing"
-		fi
+			;;
+		401 | 403 | 404)
+			# Retrying cannot help: the token, the RBAC objects or the namespace are wrong.
+			die "listing pods in namespace $namespace failed with HTTP $status: $(head -c 300 <<<"$listing"). Check that the ServiceAccount $namespace/netcheck exists and that the Role $namespace/netcheck (get and list pods) and the RoleBinding $namespace/netcheck bind it; pulumi up creates all three."
+			;;
+		*) printf 'info: listing pods failed, retrying: %s\n' "${status:+HTTP $status: }$listing" ;;
+		esac
 		((found >= expect_pods || SECONDS >= deadline)) && break
 		sleep 3
 	done
