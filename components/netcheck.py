@@ -44,12 +44,13 @@ REPLY_TIMEOUT_SECONDS = 2
 ATTEMPTS = 3
 # How long the check waits for the pingtest pods to run after a rollout.
 DISCOVERY_TIMEOUT_SECONDS = 120
-# Upper bound of the Job, image pull included. The check image (netshoot, about 200 MB) can take minutes
-# to pull onto a Raspberry Pi, while the scenarios themselves take seconds.
-# NOTE: an estimate, not measured on a cluster. Raise it for slow registries.
-JOB_DEADLINE_SECONDS = 600
-# The command on the node waits a little longer than the Job may live, so it reads the Job's own result.
-AWAIT_TIMEOUT_SECONDS = JOB_DEADLINE_SECONDS + 60
+# Time the Job allows for pulling the check image (netshoot, about 200 MB), which can take minutes on a
+# Raspberry Pi. NOTE: an estimate, not measured on a cluster. Raise it for slow registries.
+IMAGE_PULL_SECONDS = 480
+# Slack in the script's budget for its own work between probes (listing pods, reading files, starting tools).
+SCRIPT_SLACK_SECONDS = 30
+# The command on the node waits this much longer than the Job may live, so it reads the Job's own result.
+AWAIT_MARGIN_SECONDS = 60
 
 SUMMARY_PREFIX = "summary: "
 
@@ -91,6 +92,28 @@ def checked_settings(settings: Settings) -> dict[str, Any]:
     }
 
 
+def script_budget_seconds(replicas: int) -> int:
+    """Return the longest the script may run: discovery, then every probe going unanswered.
+
+    The script stops probing when the budget is spent and reports the rest as not probed, so the Job
+    always ends with a summary. Each pingtest pod costs at most a retried ping, a retried don't-fragment
+    ping and one single-attempt ping; DNS and the Service cost one retried probe each.
+    """
+    probe = ATTEMPTS * REPLY_TIMEOUT_SECONDS
+    per_pod = 2 * probe + REPLY_TIMEOUT_SECONDS
+    return DISCOVERY_TIMEOUT_SECONDS + replicas * per_pod + 2 * probe + SCRIPT_SLACK_SECONDS
+
+
+def job_deadline_seconds(replicas: int) -> int:
+    """Return the Job's activeDeadlineSeconds: the image pull and the script's whole budget."""
+    return IMAGE_PULL_SECONDS + script_budget_seconds(replicas)
+
+
+def await_timeout_seconds(replicas: int) -> int:
+    """Return how long the command on the node waits for the Job, longer than the Job may live."""
+    return job_deadline_seconds(replicas) + AWAIT_MARGIN_SECONDS
+
+
 @dataclass(frozen=True)
 class NetworkCheckObjects:
     """The Kubernetes objects of the check, as plain dictionaries."""
@@ -128,6 +151,7 @@ def _job_spec(settings: Settings, config_map_name: str) -> dict[str, Any]:
         "--mtu", str(settings.mtu),
         "--timeout", str(REPLY_TIMEOUT_SECONDS),
         "--attempts", str(ATTEMPTS),
+        "--deadline", str(script_budget_seconds(settings.pingtest.replicas)),
     ]  # fmt: skip
 
     def field_env(name: str, path: str) -> dict[str, Any]:
@@ -136,7 +160,7 @@ def _job_spec(settings: Settings, config_map_name: str) -> dict[str, Any]:
     return {
         # One run per settings change: a failed check is a result, not a transient error to retry.
         "backoffLimit": 0,
-        "activeDeadlineSeconds": JOB_DEADLINE_SECONDS,
+        "activeDeadlineSeconds": job_deadline_seconds(settings.pingtest.replicas),
         "template": {
             "metadata": {"labels": dict(CHECK_LABELS)},
             "spec": {
@@ -241,7 +265,7 @@ def build_objects(settings: Settings, script: str) -> NetworkCheckObjects:
     )
 
 
-def await_command(job_name: str) -> str:
+def await_command(job_name: str, timeout: int) -> str:
     """Return the shell command run on the control-plane node. netcheck.sh arrives on its stdin.
 
     The script goes to a temporary file first, so no command it runs can read the rest of it from stdin.
@@ -252,7 +276,7 @@ def await_command(job_name: str) -> str:
             "await",
             "--namespace", NAMESPACE,
             "--job", job_name,
-            "--timeout", str(AWAIT_TIMEOUT_SECONDS),
+            "--timeout", str(timeout),
             "--kubeconfig", KUBECONFIG,
         ]
     )  # fmt: skip
@@ -277,9 +301,9 @@ def require_control_plane(node: Node, facts: Mapping[str, Any]) -> None:
         )
 
 
-def _checked_await_command(node: Node, job_name: str, facts: Mapping[str, Any]) -> str:
+def _checked_await_command(node: Node, job_name: str, timeout: int, facts: Mapping[str, Any]) -> str:
     require_control_plane(node, facts)
-    return await_command(job_name)
+    return await_command(job_name, timeout)
 
 
 def summary_line(report: str | None) -> str:
@@ -364,10 +388,11 @@ class NetworkCheck(pulumi.ComponentResource):
         )
 
         node = settings.nodes[0]
-        create: pulumi.Input[str] = await_command(objects.job_name)
+        timeout = await_timeout_seconds(settings.pingtest.replicas)
+        create: pulumi.Input[str] = await_command(objects.job_name, timeout)
         if args.node_facts is not None:
             create = pulumi.Output.from_input(args.node_facts).apply(
-                functools.partial(_checked_await_command, node, objects.job_name)
+                functools.partial(_checked_await_command, node, objects.job_name, timeout)
             )
         private_key = None if args.ssh_private_key is None else pulumi.Output.secret(args.ssh_private_key)
         await_job = command.remote.Command(

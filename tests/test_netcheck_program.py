@@ -201,7 +201,8 @@ def test_job_tests_the_stack_settings(register_check: Registrar) -> None:
     assert container["image"] == "docker.io/nicolaka/netshoot:v0.13"
     assert job["metadata"]["annotations"]["pulumi.com/skipAwait"] == "true"
     assert job["spec"]["backoffLimit"] == 0
-    assert job["spec"]["activeDeadlineSeconds"] == netcheck.JOB_DEADLINE_SECONDS
+    assert job["spec"]["activeDeadlineSeconds"] == netcheck.job_deadline_seconds(3)
+    assert arguments[arguments.index("--deadline") + 1] == str(netcheck.script_budget_seconds(3))
     script = run.mocks.named("netcheck-script").inputs
     assert script["data"]["netcheck.sh"] == read_script()
     volume = job["spec"]["template"]["spec"]["volumes"][0]
@@ -303,6 +304,26 @@ def test_passing_check_exports_summary(register_check: Registrar, node_with_kube
     assert run.summary == "1 passed, 0 failed, 1 skipped; the network check passed"
 
 
+@pytest.mark.parametrize("replicas", [1, 3, 40, 1000])
+def test_time_budget_fits_replicas(register_check: Registrar, replicas: int) -> None:
+    """Every pingtest pod unreachable must still fit in the Job's deadline, with time left to pull the image."""
+    run = register_check(settings_with(pingtest={"enabled": True, "replicas": replicas}))
+
+    job = run.mocks.of_type(JOB_TYPE)[0].inputs
+    deadline = job["spec"]["activeDeadlineSeconds"]
+    probe = netcheck.ATTEMPTS * netcheck.REPLY_TIMEOUT_SECONDS
+    # Discovery, then per pod a retried ping, a retried DF ping and one single-attempt ping, then DNS and TCP.
+    worst_case = (
+        netcheck.DISCOVERY_TIMEOUT_SECONDS + replicas * (2 * probe + netcheck.REPLY_TIMEOUT_SECONDS) + 2 * probe
+    )
+    assert deadline - worst_case >= 300, f"{deadline} s leaves too little of itself for the image pull"
+    arguments = job["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert worst_case <= int(arguments[arguments.index("--deadline") + 1]) < deadline
+    command = run.mocks.of_type(COMMAND_TYPE)[0].inputs["create"]
+    timeout = int(command.split("--timeout ")[1].split()[0])
+    assert timeout > deadline
+
+
 def test_worker_first_node_is_rejected() -> None:
     settings = settings_with()
     facts = {"architecture": "arm64", "adminConf": False, "kubectl": ""}
@@ -321,7 +342,8 @@ def test_control_plane_facts_keep_await_command(register_check: Registrar) -> No
     run = register_check(settings_with(), node_facts=facts)
 
     command = run.mocks.of_type(COMMAND_TYPE)[0].inputs
-    assert command["create"] == netcheck.await_command(run.mocks.of_type(JOB_TYPE)[0].inputs["metadata"]["name"])
+    job_name = run.mocks.of_type(JOB_TYPE)[0].inputs["metadata"]["name"]
+    assert command["create"] == netcheck.await_command(job_name, netcheck.await_timeout_seconds(3))
 
 
 def test_disabled_pingtest_registers_no_check(register_check: Registrar) -> None:

@@ -311,6 +311,26 @@ def test_no_reply_is_retried(topology: Topology, tmp_path: Path) -> None:
     assert report.seconds >= 2 * ATTEMPTS * TIMEOUT, report
 
 
+def test_spent_budget_still_prints_summary(topology: Topology, tmp_path: Path) -> None:
+    """Each probe of the silent pod waits out every attempt; the rest must fail as not probed, not hang."""
+    probe = ATTEMPTS * TIMEOUT
+    deadline = probe + 1
+    report = run_check(topology, tmp_path, "check-1450", ["b-silent", "b-1450"], extra=["--deadline", str(deadline)])
+
+    assert report.returncode == 1, report
+    assert report.summary.startswith("summary: "), report
+    assert f"got no reply to {ATTEMPTS} attempts" in report.of("pod-to-pod-other-node")[0].detail
+    not_probed = [line for line in report.lines if line.detail.startswith("not probed: the time budget")]
+    assert {line.scenario for line in not_probed} == {
+        "pod-to-pod-other-node",
+        "path-mtu-other-node",
+        "dns",
+        "pod-to-service",
+    }
+    assert all(line.result == "FAIL" for line in not_probed), report
+    assert report.seconds < deadline + probe + 2, report
+
+
 @pytest.fixture
 def topology(lab: Lab) -> Topology:
     return lab.topology

@@ -154,6 +154,19 @@ default_interface() {
 	printf '%s\n' "${interface:-eth0}"
 }
 
+# Seconds since the script started by which every probe must end; empty for no limit. The Job's own deadline
+# kills the pod without a summary, so the script stops probing before it.
+BUDGET_END=""
+
+# within_budget SECONDS: succeed when a probe that may take SECONDS still ends within the budget.
+within_budget() {
+	[[ -z $BUDGET_END ]] || ((SECONDS + $1 <= BUDGET_END))
+}
+
+not_probed() {
+	printf 'not probed: the time budget of %s s (--deadline) was spent on the probes above' "$BUDGET_END"
+}
+
 # ping_probe DESTINATION PAYLOAD_BYTES DONT_FRAGMENT: ping_once, retried while there is no reply at all.
 ping_probe() {
 	local attempt
@@ -233,6 +246,8 @@ usage: netcheck.sh scenarios --self-name NAME --self-node NODE --self-ip IP --po
                    instead of being skipped when no pingtest pod runs on another node (default 1)
   --timeout S      seconds to wait for each reply (default 2)
   --attempts N     attempts when there is no reply at all (default 3)
+  --deadline S     seconds since the script started after which no probe starts that could end later;
+                   the targets left over fail as not probed, so the summary is always printed (default: none)
 EOF
 }
 
@@ -251,6 +266,7 @@ run_scenarios() {
 		--dns-name) dns_name=${2-} ;;
 		--expect-pods) expect_pods=${2-} ;;
 		--expect-nodes) expect_nodes=${2-} ;;
+		--deadline) BUDGET_END=${2-} ;;
 		--timeout) PING_TIMEOUT=${2-} ;;
 		--attempts) ATTEMPTS=${2-} ;;
 		-h | --help)
@@ -288,6 +304,7 @@ run_scenarios() {
 	[[ $PING_TIMEOUT =~ ^[1-9][0-9]*$ ]] || die "--timeout $PING_TIMEOUT is not a whole number of seconds"
 	[[ $ATTEMPTS =~ ^[1-9][0-9]*$ ]] || die "--attempts $ATTEMPTS is not a positive whole number"
 	[[ $expect_nodes =~ ^[1-9][0-9]*$ ]] || die "--expect-nodes $expect_nodes is not a positive whole number"
+	[[ -z $BUDGET_END || $BUDGET_END =~ ^[1-9][0-9]*$ ]] || die "--deadline $BUDGET_END is not a whole number of seconds"
 	require_tools ping dig awk grep sed sort
 
 	local -a names=() nodes=() addresses=()
@@ -347,6 +364,10 @@ run_scenarios() {
 		shift
 		for index in "$@"; do
 			describe_pod "$index"
+			if ! within_budget $((ATTEMPTS * PING_TIMEOUT)); then
+				report FAIL "$scenario" "$self" "$pod" "$(not_probed)"
+				continue
+			fi
 			ping_probe "${addresses[index]}" 56 no
 			if [[ $OUTCOME == reply ]]; then
 				report PASS "$scenario" "$self" "$pod" "$DETAIL"
@@ -405,6 +426,10 @@ run_scenarios() {
 	fi
 	for index in "${other_node[@]}"; do
 		describe_pod "$index"
+		if ! within_budget $(((ATTEMPTS + 1) * PING_TIMEOUT)); then
+			report FAIL path-mtu-other-node "$self" "$pod" "$(not_probed)"
+			continue
+		fi
 		LOCAL_MTU=""
 		ping_probe "${addresses[index]}" "$fits" yes
 		if [[ $OUTCOME != reply ]]; then
@@ -435,8 +460,11 @@ run_scenarios() {
 
 	# dns: the cluster DNS resolves the API server's name to its ClusterIP.
 	local service_host=${service%:*} service_port=${service##*:}
-	dns_probe "$dns_name"
-	if [[ $OUTCOME != answer ]]; then
+	OUTCOME=not-probed
+	within_budget $((ATTEMPTS * PING_TIMEOUT)) && dns_probe "$dns_name"
+	if [[ $OUTCOME == not-probed ]]; then
+		report FAIL dns "$self" "resolver for $dns_name" "$(not_probed)"
+	elif [[ $OUTCOME != answer ]]; then
 		report FAIL dns "$self" "resolver for $dns_name" "expected the address $service_host, got $DETAIL"
 	elif [[ $DNS_STATUS != NOERROR ]]; then
 		report FAIL dns "$self" "$DNS_SERVER" "expected $dns_name to resolve to $service_host, got status $DNS_STATUS"
@@ -448,8 +476,11 @@ run_scenarios() {
 	fi
 
 	# pod-to-service: a TCP connection to the API server through its ClusterIP.
-	tcp_probe "$service_host" "$service_port"
-	if [[ $OUTCOME == connected ]]; then
+	OUTCOME=not-probed
+	within_budget $((ATTEMPTS * PING_TIMEOUT)) && tcp_probe "$service_host" "$service_port"
+	if [[ $OUTCOME == not-probed ]]; then
+		report FAIL pod-to-service "$self" "API server $service" "$(not_probed)"
+	elif [[ $OUTCOME == connected ]]; then
 		report PASS pod-to-service "$self" "API server $service" "$DETAIL"
 	else
 		report FAIL pod-to-service "$self" "API server $service" "expected a TCP connection, got $DETAIL"
