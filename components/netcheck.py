@@ -1,12 +1,12 @@
 """The network check: a Kubernetes Job that tests pod networking, awaited over SSH on a control-plane node.
 
-The Job runs components/scripts/netcheck.sh in the check image. Its name carries a hash of the settings
-it tests, so a change to the Calico version, pod CIDR, encapsulation, MTU or pingtest settings registers
-a new Job, and Pulumi replaces the old one. The Job is not awaited by Pulumi: a remote Command on
-calico:nodes[0] waits for it with kubectl (bounded), prints its report and exits non-zero when a scenario
-failed. pulumi-command puts a failed command's output into the error, so the failing scenarios reach
-the user, and a passing run's summary line becomes the `summary` output. docs/network-check.md explains
-why Pulumi's own Job await is not used.
+The Job runs components/scripts/netcheck.sh in the check image. Its name carries a hash of the settings it
+tests, so a change to the Calico version, a manifest setting (pod CIDR, encapsulation, MTU, block size, IP
+autodetection), the node names or the pingtest settings registers a new Job, and Pulumi replaces the old one.
+The Job is not awaited by Pulumi: a remote Command on calico:nodes[0] waits for it with kubectl (bounded),
+prints its report and exits non-zero when a scenario failed. pulumi-command puts a failed command's output
+into the error, so the failing scenarios reach the user, and a passing run's summary line becomes the
+`summary` output. docs/network-check.md explains why Pulumi's own Job await is not used.
 """
 
 from __future__ import annotations

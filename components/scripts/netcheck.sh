@@ -154,8 +154,8 @@ default_interface() {
 	printf '%s\n' "${interface:-eth0}"
 }
 
-# Seconds since the script started by which every probe must end; empty for no limit. The Job's own deadline
-# kills the pod without a summary, so the script stops probing before it.
+# Seconds since the script started by which every probe must end, or empty for no limit. The Job's own
+# deadline kills the pod without a summary, so the script stops probing before it.
 BUDGET_END=""
 
 # within_budget SECONDS: succeed when a probe that may take SECONDS still ends within the budget.
