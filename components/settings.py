@@ -23,7 +23,9 @@ KEY_PREFIX = "calico:"
 # Pod MTUs below the IPv4 minimum reassembly size break too much to be useful.
 MIN_POD_MTU = 576
 MAX_MTU = 65535
-MAX_PINGTEST_REPLICAS = 1000
+# The check probes every pingtest pod, about 14 s per unreachable pod, and its Job deadline grows with
+# this count, so 100 pods already allow a Job of about half an hour.
+MAX_PINGTEST_REPLICAS = 100
 MIN_BLOCK_SIZE = 20
 MAX_BLOCK_SIZE = 32
 
@@ -518,7 +520,7 @@ def _parse_pingtest(problems: _Collector, raw: Any) -> Pingtest | None:
         problems.add(
             "pingtest.replicas",
             replicas,
-            f"is more than {MAX_PINGTEST_REPLICAS}; the check pings every pod, and one per node is enough.",
+            f"is more than {MAX_PINGTEST_REPLICAS}; the check probes every pod, so its run time grows with the count.",
             "pulumi config set --path calico:pingtest.replicas <number of nodes>",
         )
         replicas = None
@@ -900,6 +902,14 @@ def parse_settings(
     calicoctl_url = _as_str(problems, "calicoctlUrl", get("calicoctlUrl") or "")
     calicoctl_sha256 = _check_calicoctl(problems, calicoctl_url, get("calicoctlSha256") or {})
     pingtest = _parse_pingtest(problems, get("pingtest"))
+    if pingtest is not None and pingtest.enabled and pingtest.replicas < 2 <= len(nodes):
+        problems.add(
+            "pingtest.replicas",
+            pingtest.replicas,
+            f"gives one pingtest pod for {len(nodes)} nodes, so the network check could not test traffic "
+            "between nodes and would fail.",
+            f"pulumi config set --path calico:pingtest.replicas {min(len(nodes), MAX_PINGTEST_REPLICAS)}",
+        )
 
     if problems.problems:
         raise ConfigError(problems.problems)

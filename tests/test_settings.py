@@ -129,7 +129,8 @@ INVALID_CASES: list[tuple[str, dict[str, Any], list[str]]] = [
     ("pingtest-unknown-field", {"pingtest": {"replica": 2}}, ["calico:pingtest.replica", "replicas"]),
     ("pingtest-image-untagged", {"pingtest": {"image": "busybox"}}, ["calico:pingtest.image", "tag"]),
     ("pingtest-image-empty-tag", {"pingtest": {"image": "busybox:"}}, ["calico:pingtest.image", "tag"]),
-    ("pingtest-replicas-huge", {"pingtest": {"replicas": 10**9}}, ["calico:pingtest.replicas", "1000"]),
+    ("pingtest-replicas-huge", {"pingtest": {"replicas": 10**9}}, ["calico:pingtest.replicas", "100"]),
+    ("pingtest-one-pod-many-nodes", {"pingtest": {"replicas": 1}}, ["calico:pingtest.replicas", "3 nodes"]),
     ("pod-cidr-loopback", {"podCidr": "127.0.0.0/16"}, ["calico:podCidr", "loopback"]),
     ("pod-cidr-link-local", {"podCidr": "169.254.0.0/16"}, ["calico:podCidr", "link-local"]),
     ("pod-cidr-multicast", {"podCidr": "224.0.0.0/16"}, ["calico:podCidr", "multicast"]),
@@ -216,6 +217,11 @@ def test_valid_odd_inputs_accepted() -> None:
     )
     assert [node.host for node in settings.nodes] == ["pi-1.lan", "2001:db8::2", "127.0.0.1"]
     assert settings.calicoctl_install_dir == "/opt/calico/bin"
+
+
+def test_one_pingtest_pod_on_one_node() -> None:
+    settings = parse({"pingtest": {"replicas": 1}, "nodes": [{"name": "pi-1", "host": "192.0.2.11"}]})
+    assert settings.pingtest.replicas == 1, "a one-node cluster needs only one pingtest pod"
 
 
 def test_pod_cidr_missing() -> None:
