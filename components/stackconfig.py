@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -37,6 +38,12 @@ class KeyDeclaration:
 
 def load_schema(project_dir: Path = PROJECT_DIR) -> dict[str, KeyDeclaration]:
     """Return Pulumi.yaml's config declarations by short key name."""
+    return dict(_load_schema(project_dir.resolve()))
+
+
+@functools.cache
+def _load_schema(project_dir: Path) -> dict[str, KeyDeclaration]:
+    # Pulumi.yaml does not change while a program or a test session runs, and several callers need it.
     with open(project_dir / "Pulumi.yaml", encoding="utf-8") as file:
         project = yaml.safe_load(file)
     schema: dict[str, KeyDeclaration] = {}
