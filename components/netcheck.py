@@ -1,8 +1,8 @@
 """The network check: a Kubernetes Job that tests pod networking, awaited over SSH on a control-plane node.
 
 The Job runs components/scripts/netcheck.sh in the check image. Its name carries a hash of the settings it
-tests, so a change to the Calico version, a manifest setting (pod CIDR, encapsulation, MTU, block size, IP
-autodetection), the node names or the pingtest settings registers a new Job, and Pulumi replaces the old one.
+tests. A change to the Calico version, a manifest setting (pod CIDR, encapsulation, MTU, block size, IP
+autodetection), the node names or the pingtest settings therefore registers a new Job, which replaces the old one.
 The Job is not awaited by Pulumi: a remote Command on calico:nodes[0] waits for it with kubectl (bounded),
 prints its report and exits non-zero when a scenario failed. pulumi-command puts a failed command's output
 into the error, so the failing scenarios reach the user, and a passing run's summary line becomes the

@@ -41,8 +41,8 @@ COMMON_SCRIPT = "common.sh"
 CALICOCTL_CONFIG = "/etc/calico/calicoctl.cfg"
 # kubeadm writes the cluster-admin kubeconfig here on control-plane nodes only.
 KUBECONFIG_PATH = "/etc/kubernetes/admin.conf"
-# What the installs of this program put on the node, so that a delete removes that and nothing else.
-# Lines "binary <path> <install id> <sha256>", "config <path> <sha256>", "directory <path>", and
+# Record of the files the installs of this program put on the node, so that a delete removes those and
+# nothing else. Lines "binary <path> <install id> <sha256>", "config <path> <sha256>", "directory <path>", and
 # "backup <path> <kept path>" for a calicoctl the node had before. Binary paths have the links of their
 # directory resolved.
 INSTALL_RECORD = "/etc/calico/calicoctl-install.record"
@@ -132,7 +132,7 @@ def install_id(settings: Settings, architecture: str) -> str:
 
 
 def _render(script: str, assignments: Mapping[str, str]) -> str:
-    # common.sh holds the functions the node scripts share; each node gets one self-contained text.
+    # common.sh contains the functions the node scripts share, and each node gets one self-contained text.
     body = (SCRIPTS_DIR / COMMON_SCRIPT).read_text(encoding="utf-8") + (SCRIPTS_DIR / script).read_text(
         encoding="utf-8"
     )

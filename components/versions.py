@@ -14,7 +14,7 @@ ARCHITECTURES: tuple[str, ...] = ("amd64", "arm64", "ppc64le", "s390x")
 
 @dataclass(frozen=True)
 class ManifestPin:
-    """Where users download one release's calico.yaml, and its sha256."""
+    """The download URL of one release's calico.yaml, and its sha256."""
 
     url: str
     sha256: str
@@ -23,8 +23,8 @@ class ManifestPin:
 # Before v3.24 the repository held only a template at manifests/calico.yaml (the raw GitHub URL returns
 # an 84-byte Jekyll template, not YAML), and users downloaded the rendered file from the docs site's
 # archive, so those two releases pin the archive URL.
-# NOTE: the v3.21.0 and v3.22.1 digests are of copies saved by third parties (no upstream git blob exists),
-# and whether the archive URLs still serve those bytes was not checked; a mismatch fails with both digests.
+# NOTE: the v3.21.0 and v3.22.1 digests are of copies saved by third parties, because no upstream git blob
+# exists. Whether the archive URLs still serve those bytes was not checked. A mismatch fails with both digests.
 MANIFESTS: dict[str, ManifestPin] = {
     "v3.21.0": ManifestPin(
         "https://docs.projectcalico.org/archive/v3.21/manifests/calico.yaml",

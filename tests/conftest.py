@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -164,6 +165,19 @@ class ProgramRun:
                 return True
             pending.extend(registration.dependencies)
         return False
+
+
+def run_git(root: Path, *args: str) -> str:
+    """Run git in the scratch repository `root` with a fixed identity; fail the test when git fails."""
+    result = subprocess.run(
+        ["git", "-c", "user.name=Test", "-c", "user.email=test@example.com", *args],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, f"git {' '.join(args)} failed: {result.stderr}"
+    return result.stdout
 
 
 def stack_config(stack: str = "dev") -> dict[str, Any]:

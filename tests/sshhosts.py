@@ -49,7 +49,7 @@ NODE_DIRECTORIES = {
 }
 
 
-# The lab's users: one with passwordless sudo and one whose sudo asks for a password.
+# The lab's users: one with passwordless sudo and one whose sudo requires a password.
 _USER_SUFFIXES = {"sudo": "s", "password": "p"}
 _SUDO_RULES = {"sudo": "NOPASSWD: ALL", "password": "ALL"}
 
@@ -89,7 +89,7 @@ class NodeSpec:
     name: str
     """Node name, as in calico:nodes[].name."""
     login: str = "root"
-    """root, "sudo" (a user with passwordless sudo) or "password" (a user whose sudo asks for a password)."""
+    """root, "sudo" (a user with passwordless sudo) or "password" (a user whose sudo requires a password)."""
     modules: tuple[str, ...] = ("vxlan",)
     """Kernel modules the node shows as loaded in /sys/module."""
     machine: str | None = None

@@ -15,6 +15,8 @@ from types import ModuleType
 
 import pytest
 
+from tests.conftest import run_git
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "ci" / "manifest-diff.py"
 FIXTURE_MANIFEST = REPO / "tests" / "fixtures" / "manifest-helm3.yaml"
@@ -62,15 +64,7 @@ class ProjectRepo:
         self.git("init", "--quiet")
 
     def git(self, *args: str) -> str:
-        result = subprocess.run(
-            ["git", "-c", "user.name=Test", "-c", "user.email=test@example.com", *args],
-            cwd=self.root,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        assert result.returncode == 0, f"git {' '.join(args)} failed: {result.stderr}"
-        return result.stdout
+        return run_git(self.root, *args)
 
     def write(self, relative: str, text: str) -> None:
         path = self.root / relative

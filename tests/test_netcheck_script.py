@@ -467,7 +467,7 @@ for argument in "$@"; do
     fi
 done
 for argument in "$@"; do
-    # The script asks for the status code after the body, on a line of its own.
+    # The script requests the status code after the body, on a line of its own.
     [[ $argument == *'%{http_code}'* ]] && { printf '%s\\n403' "$body"; exit 0; }
 done
 printf '%s\\n' "$body"

@@ -19,6 +19,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.conftest import run_git
+
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOWS = sorted((REPO / ".github" / "workflows").glob("*.yml"))
 ACTIONS = sorted((REPO / ".github" / "actions").glob("*/action.yml"))
@@ -222,15 +224,7 @@ class GitRepo:
         self.commit("initial")
 
     def git(self, *args: str) -> str:
-        result = subprocess.run(
-            ["git", "-c", "user.name=Test", "-c", "user.email=test@example.com", *args],
-            cwd=self.root,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        assert result.returncode == 0, f"git {' '.join(args)} failed: {result.stderr}"
-        return result.stdout.strip()
+        return run_git(self.root, *args).strip()
 
     def write(self, relative: str, text: str) -> None:
         path = self.root / relative

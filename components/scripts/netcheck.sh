@@ -419,7 +419,7 @@ run_scenarios() {
 	fi
 
 	# path-mtu-other-node: a packet of exactly the pod MTU crosses the overlay, and one byte more is rejected
-	# by the sending pod's own kernel, which knows its interface MTU.
+	# by the sending pod's own kernel, which checks it against its interface MTU.
 	local fits=$((mtu - 28)) too_big=$((mtu - 27)) fits_detail hint
 	if ((${#other_node[@]} == 0)); then
 		report "$one_node_result" path-mtu-other-node "$self" "(none)" "$one_node_reason"
@@ -530,7 +530,7 @@ run_cluster() {
 	deadline=$((SECONDS + discovery_timeout))
 	# The Deployment may still be replacing pods after a settings change, so wait for the expected count.
 	while :; do
-		# The status code goes on a last line of its own, so a definite rejection can be told from an outage.
+		# The status code goes on a last line of its own, so a definite rejection is distinguished from an outage.
 		if listing=$(curl -sS --max-time 10 --cacert "$account/ca.crt" -w '\n%{http_code}' \
 			-H "Authorization: Bearer $(cat "$account/token")" "$url" 2>&1); then
 			status=${listing##*$'\n'}
